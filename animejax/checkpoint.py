@@ -1,0 +1,131 @@
+"""Orbax checkpoints of a run's train state, and the config saved beside them.
+
+`<workdir>/config.json` records the config a run started with;
+`<workdir>/checkpoints/<step>/` holds the state (params, optimizer, EMA, step,
+PRNG key: the data position follows from the step). Restoring into a config
+whose shapes differ raises `CheckpointMismatchError` naming the config fields
+and the first tensor that differ, instead of silently starting from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from animejax.errors import UserError
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint written by a config with different shapes."""
+
+
+def _flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten_config(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """'field: saved -> current' for each differing leaf of two config dicts."""
+    saved_flat, current_flat = _flatten_config(saved), _flatten_config(current)
+    keys = sorted(set(saved_flat) | set(current_flat))
+    return [
+        f"{k}: {saved_flat.get(k, '<absent>')!r} -> {current_flat.get(k, '<absent>')!r}"
+        for k in keys
+        if saved_flat.get(k) != current_flat.get(k)
+    ]
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    """'a/b/c' -> shape for every leaf; dataclass fields and dict keys are spelled alike."""
+    shapes = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        names = [str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path]
+        shapes["/".join(names)] = tuple(leaf.shape)
+    return shapes
+
+
+def _shape_mismatches(saved_tree: Any, abstract_state: Any) -> list[str]:
+    saved, wanted = _leaf_shapes(saved_tree), _leaf_shapes(abstract_state)
+    problems = [f"{k}: absent from the checkpoint" for k in wanted if k not in saved]
+    problems += [f"{k}: in the checkpoint, absent from this config's state" for k in saved if k not in wanted]
+    problems += [
+        f"{k}: checkpoint {saved[k]} vs config {wanted[k]}" for k in wanted if k in saved and saved[k] != wanted[k]
+    ]
+    return problems
+
+
+class Checkpointer:
+    """Saves every N steps and on demand, keeps the last K, restores the latest."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+        self.workdir = os.path.abspath(workdir)
+        self.config_path = os.path.join(self.workdir, "config.json")
+        self.config_dict = json.loads(config.to_json_best_effort())
+        options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(self.workdir, "checkpoints"),
+            options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def write_config(self) -> None:
+        """Records the run's config beside the checkpoints (process 0 only)."""
+        if jax.process_index() == 0:
+            os.makedirs(self.workdir, exist_ok=True)
+            with open(self.config_path, "w") as f:
+                json.dump(self.config_dict, f, indent=2, sort_keys=True)
+
+    def saved_config(self) -> dict | None:
+        if not os.path.exists(self.config_path):
+            return None
+        with open(self.config_path) as f:
+            return json.load(f)
+
+    def restore_latest(self, abstract_state: Any) -> Any | None:
+        """The latest checkpoint restored with `abstract_state`'s shardings, or None if there is none.
+
+        Raises:
+          CheckpointMismatchError: when the checkpoint's tensors do not fit this config.
+        """
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        saved_tree = self.manager.item_metadata(step)["state"]
+        problems = _shape_mismatches(saved_tree, abstract_state)
+        if problems:
+            changed = config_differences(self.saved_config() or {}, self.config_dict)
+            raise CheckpointMismatchError(
+                f"The checkpoint at step {step} in {self.manager.directory} does not fit this config.\n"
+                f"Config fields changed since that run: {'; '.join(changed) or 'none recorded'}.\n"
+                f"Tensors that differ (first 5): {'; '.join(problems[:5])}.\n"
+                "Resume with the original values, or start a new run with another --workdir."
+            )
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        logging.info("Restored checkpoint at step %d from %s", step, self.manager.directory)
+        return restored["state"]
+
+    def save(self, step: int, state: Any, force: bool = False) -> None:
+        """Saves asynchronously; `force` saves even off the manager's interval (preemption, end)."""
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,68 @@
+"""`--mode=sample` and `--mode=eval`: use a trained run's latest checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+
+from animejax import train, writers
+from animejax.data import pipeline
+from animejax.errors import UserError
+
+
+class NoCheckpointError(UserError, FileNotFoundError):
+    """Sampling or evaluating a workdir that holds no checkpoint."""
+
+
+def _restore(config: ml_collections.ConfigDict, workdir: str) -> train.RunSetup:
+    run = train.setup_run(config, workdir)
+    if not run.restored:
+        raise NoCheckpointError(
+            f"No checkpoint under {os.path.join(os.path.abspath(workdir), 'checkpoints')}; "
+            "train first with --mode=train and the same --workdir."
+        )
+    return run
+
+
+def _data_batches(run: train.RunSetup, seed_offset: int):
+    dataset = pipeline.batch_dataset(run.images, run.local_batch, run.config.seed + seed_offset, random_flip=False)
+    return pipeline.iterate_batches(dataset, 0, run.config.data.loader_threads, run.config.data.prefetch)
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
+    """Writes the method's sample grids as PNGs under workdir/samples; returns name -> path."""
+    run = _restore(config, workdir)
+    step = int(run.state.step)
+    grids = run.method.sample(run.state, _data_batches(run, seed_offset=1000), jax.random.PRNGKey(config.seed + 2))
+    paths = {}
+    for name, images in grids.items():
+        columns = config.sample.interpolation_steps if name == "interpolations" else config.sample.grid_size
+        path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
+        if jax.process_index() == 0:
+            writers.save_png(path, writers.image_grid(pipeline.to_uint8(images), columns))
+        paths[name] = path
+        logging.info("Wrote %s", path)
+    return paths
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Evaluates the latest checkpoint on `eval.num_images` training images; writes eval JSON and scalars."""
+    run = _restore(config, workdir)
+    step = int(run.state.step)
+    num_batches = max(1, config.eval.num_images // run.local_batch)
+    batches = _data_batches(run, seed_offset=2000)
+    results = run.method.evaluate(run.state, (next(batches) for _ in range(num_batches)))
+    results["eval/num_images"] = float(num_batches * run.local_batch)
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, f"eval_{step:07d}.json")
+        with open(path, "w") as f:
+            json.dump({"step": step, **results}, f, indent=2)
+        writer = writers.create_writer(workdir, True)
+        writer.write_scalars(step, results)
+        writer.close()
+        logging.info("Wrote %s: %s", path, results)
+    return results

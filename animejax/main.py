@@ -1,0 +1,80 @@
+"""Command line: `python -m animejax.main --config=configs/vae.py --workdir=runs/vae [--mode=train|sample|eval]`.
+
+Any config field can be overridden with `--config.a.b=value`. For sample and
+eval, `--config` may be left out: the run's saved config.json is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ("train", "sample", "eval")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/vae.py or configs/vae.py:quick.", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
+flags.DEFINE_enum("mode", "train", MODES, "What to do with the run in --workdir.")
+
+
+def _load_config(workdir: str):
+    import ml_collections
+
+    if FLAGS.config is not None:
+        return FLAGS.config
+    path = os.path.join(workdir, "config.json")
+    if FLAGS.mode == "train" or not os.path.exists(path):
+        raise app.UsageError(f"--config is required (no saved config at {path}).")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+class _QuietLibraries:
+    """Drops INFO records of chatty libraries (Orbax logs every save in detail)."""
+
+    QUIET = ("/orbax/", "/jax/_src/", "/grain/")
+
+    def filter(self, record) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(q in record.pathname for q in self.QUIET)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required.")
+    config = _load_config(FLAGS.workdir)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    import jax
+
+    from animejax import inference, train
+
+    logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+    from animejax.errors import UserError
+
+    try:
+        if FLAGS.mode == "train":
+            train.train_and_evaluate(config, FLAGS.workdir)
+        elif FLAGS.mode == "sample":
+            inference.sample(config, FLAGS.workdir)
+        else:
+            inference.evaluate(config, FLAGS.workdir)
+    except UserError as error:
+        logging.error("%s", error)
+        sys.exit(f"animejax: error: {error}")
+
+
+def run() -> None:
+    """Console-script entry point (`animejax ...`)."""
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,209 @@
+"""Autoencoder and VAE: objectives, train step, and the seed project's samplers.
+
+The VAE minimises reconstruction + beta * KL with reparameterised sampling; the
+autoencoder minimises reconstruction alone. Reconstruction is the summed
+squared error of tanh outputs ("mse") or the Bernoulli negative
+log-likelihood of sigmoid outputs on pixels mapped to [0, 1] ("bce").
+
+Sampling, as the seed project compared it: decode latents drawn from N(0, I),
+and from a Gaussian with the per-dimension mean and standard deviation of the
+training images' latents; plus interpolation between encodings of real pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from animejax import losses
+from animejax.data.pipeline import to_model_range
+from animejax.errors import ConfigError
+from animejax.models.autoencoder import AutoEncoder
+from animejax.optim import learning_rate_schedule, make_optimizer
+from animejax.state import TrainState, ema_update
+
+RECONSTRUCTIONS = ("mse", "bce")
+
+
+class AutoencoderMethod:
+    """Deterministic convolutional autoencoder."""
+
+    variational = False
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        model = config.model
+        if model.reconstruction not in RECONSTRUCTIONS:
+            raise ConfigError(
+                f"Unknown model.reconstruction {model.reconstruction!r}; choose one of {', '.join(RECONSTRUCTIONS)}."
+            )
+        self.model = AutoEncoder(
+            image_size=config.data.image_size,
+            latent_dim=model.latent_dim,
+            base_channels=model.base_channels,
+            max_channels=model.max_channels,
+            upsample=model.upsample,
+            variational=self.variational,
+        )
+        self.reconstruction = model.reconstruction
+        self.beta = model.beta
+        self.ema_decay = config.ema.decay
+        self.use_ema = config.sample.use_ema
+        self.grid_size = config.sample.grid_size
+        self.latent_stats_images = config.sample.latent_stats_images
+        self.num_interpolations = config.sample.num_interpolations
+        self.interpolation_steps = config.sample.interpolation_steps
+        self.tx = make_optimizer(config.optim, config.train.num_steps)
+        self.learning_rate = learning_rate_schedule(config.optim, config.train.num_steps)
+
+    # --- networks -------------------------------------------------------
+
+    def init_state(self, rng: jax.Array, images: jax.Array) -> TrainState:
+        params_rng, state_rng = jax.random.split(rng)
+        params = self.model.init(params_rng, images)["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            ema_params=params,
+            opt_state=self.tx.init(params),
+            rng=state_rng,
+        )
+
+    def encode_mean(self, params, images: jax.Array) -> jax.Array:
+        """The deterministic code of images: the posterior mean for the VAE. [B, latent_dim]."""
+        code = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+        return code[0] if self.variational else code
+
+    def decode(self, params, latents: jax.Array) -> jax.Array:
+        """Latents [B, D] -> images [B, S, S, 3] in [-1, 1]."""
+        raw = self.model.apply({"params": params}, latents, method=AutoEncoder.decode)
+        return jnp.tanh(raw) if self.reconstruction == "mse" else 2.0 * jax.nn.sigmoid(raw) - 1.0
+
+    # --- objective ------------------------------------------------------
+
+    def _reconstruction_loss(self, raw: jax.Array, images: jax.Array) -> jax.Array:
+        if self.reconstruction == "mse":
+            return losses.squared_error(jnp.tanh(raw), images)
+        return losses.bernoulli_nll(raw, (images + 1.0) / 2.0)
+
+    def loss(self, params, images: jax.Array, rng: jax.Array):
+        """Mean over the batch of reconstruction (+ beta * KL); returns (loss, metrics)."""
+        if self.variational:
+            mean, log_variance = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+            noise = jax.random.normal(rng, mean.shape, mean.dtype)
+            latents = mean + jnp.exp(0.5 * log_variance) * noise
+            kl = losses.gaussian_kl(mean, log_variance)
+        else:
+            latents = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+            kl = jnp.zeros(images.shape[0])
+        raw = self.model.apply({"params": params}, latents, method=AutoEncoder.decode)
+        reconstruction = self._reconstruction_loss(raw, images)
+        loss = jnp.mean(reconstruction + self.beta * kl)
+        decoded = jnp.tanh(raw) if self.reconstruction == "mse" else 2.0 * jax.nn.sigmoid(raw) - 1.0
+        metrics = {
+            "train/loss": loss,
+            "train/reconstruction": jnp.mean(reconstruction),
+            "train/mse_per_pixel": jnp.mean(jnp.square(decoded - images)),
+        }
+        if self.variational:
+            metrics["train/kl"] = jnp.mean(kl)
+        return loss, metrics
+
+    def train_step(self, state: TrainState, images: jax.Array, rng: jax.Array):
+        """One optimizer step; see methods/base.py."""
+        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, images, rng)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["train/grad_norm"] = optax.global_norm(grads)
+        metrics["train/learning_rate"] = self.learning_rate(state.step)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            ema_params=ema_update(state.ema_params, params, self.ema_decay),
+            opt_state=opt_state,
+        )
+        return new_state, metrics
+
+    # --- sampling -------------------------------------------------------
+
+    def sampling_params(self, state: TrainState):
+        return state.ema_params if self.use_ema else state.params
+
+    def preview(self, state: TrainState, images: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+        """Reconstructions (real and decoded side by side) and N(0, I) samples."""
+        params = self.sampling_params(state)
+        count = self.grid_size * self.grid_size
+        real = images[: count // 2]
+        decoded = self.decode(params, self.encode_mean(params, real))
+        pairs = jnp.stack([real, decoded], axis=1).reshape(-1, *real.shape[1:])
+        latents = jax.random.normal(rng, (count, self.model.latent_dim))
+        return {"reconstructions": pairs, "samples_normal": self.decode(params, latents)}
+
+    def latent_statistics(self, params, batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std of the codes of up to `latent_stats_images` training images."""
+        encode = jax.jit(self.encode_mean)
+        codes, seen = [], 0
+        for batch in batches:
+            codes.append(np.asarray(encode(params, to_model_range(jnp.asarray(batch))), np.float64))
+            seen += len(batch)
+            if seen >= self.latent_stats_images:
+                break
+        codes = np.concatenate(codes)[: self.latent_stats_images]
+        return codes.mean(axis=0), codes.std(axis=0)
+
+    def interpolations(self, params, images: jax.Array) -> jax.Array:
+        """Rows of decoded linear interpolations between codes of image pairs.
+
+        Args:
+          images: [2 * rows, S, S, 3] real images in [-1, 1].
+
+        Returns:
+          [rows * interpolation_steps, S, S, 3], row-major.
+        """
+        codes = self.encode_mean(params, images)
+        start, end = codes[0::2], codes[1::2]
+        weights = jnp.linspace(0.0, 1.0, self.interpolation_steps)[None, :, None]
+        latents = start[:, None] + weights * (end - start)[:, None]
+        return self.decode(params, latents.reshape(-1, latents.shape[-1]))
+
+    def sample(self, state: TrainState, data: Iterable[np.ndarray], rng: jax.Array) -> dict[str, np.ndarray]:
+        """The seed project's two samplers and an interpolation grid; images in [-1, 1]."""
+        params = self.sampling_params(state)
+        data = iter(data)
+        mean, std = self.latent_statistics(params, data)
+        count = self.grid_size * self.grid_size
+        normal_rng, fitted_rng = jax.random.split(rng)
+        normal = jax.random.normal(normal_rng, (count, self.model.latent_dim))
+        fitted = mean + std * np.asarray(jax.random.normal(fitted_rng, (count, self.model.latent_dim)))
+        pairs = []
+        while sum(len(p) for p in pairs) < 2 * self.num_interpolations:
+            pairs.append(next(data))
+        pairs = to_model_range(jnp.asarray(np.concatenate(pairs)[: 2 * self.num_interpolations]))
+        decode = jax.jit(self.decode)
+        return {
+            "samples_normal": np.asarray(decode(params, normal)),
+            "samples_latent_gaussian": np.asarray(decode(params, jnp.asarray(fitted, jnp.float32))),
+            "interpolations": np.asarray(jax.jit(self.interpolations)(params, pairs)),
+        }
+
+    def evaluate(self, state: TrainState, batches: Iterable[np.ndarray]) -> dict[str, float]:
+        """Mean loss terms and per-pixel MSE of the reconstructions over the given batches."""
+        params = self.sampling_params(state)
+        loss = jax.jit(self.loss)
+        totals, count = {}, 0
+        for i, batch in enumerate(batches):
+            _, metrics = loss(params, to_model_range(jnp.asarray(batch)), jax.random.PRNGKey(i))
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+            count += len(batch)
+        return {name.replace("train/", "eval/"): total / count for name, total in totals.items()}
+
+
+class VAEMethod(AutoencoderMethod):
+    """Variational autoencoder: reparameterised sampling and a beta-weighted KL term."""
+
+    variational = True

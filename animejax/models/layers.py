@@ -1,0 +1,51 @@
+"""Shared building blocks: up-sampling layers chosen by name."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from animejax.errors import ConfigError
+
+UPSAMPLE_MODES = ("subpixel", "transpose", "nearest")
+
+
+def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
+    """[B, H, W, C*f*f] -> [B, H*f, W*f, C], with torch.nn.PixelShuffle's channel order."""
+    batch, height, width, channels = x.shape
+    out_channels = channels // (factor * factor)
+    x = x.reshape(batch, height, width, out_channels, factor, factor)
+    x = x.transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(batch, height * factor, width * factor, out_channels)
+
+
+class Upsample2x(nn.Module):
+    """Doubles height and width and maps to `features` channels.
+
+    Modes: "subpixel" (3x3 conv to 4x channels then depth-to-space; fast on
+    every backend), "transpose" (4x4 stride-2 transposed conv, as DCGAN; its
+    weight gradient is slow on XLA:CPU) and "nearest" (nearest resize then 3x3
+    conv).
+    """
+
+    features: int
+    mode: str = "subpixel"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.mode == "subpixel":
+            return depth_to_space(nn.Conv(4 * self.features, (3, 3), padding=1)(x), 2)
+        if self.mode == "transpose":
+            # Explicit padding 2 on each side of the dilated input = PyTorch's padding=1.
+            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))(x)
+        if self.mode == "nearest":
+            batch, height, width, channels = x.shape
+            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "nearest")
+            return nn.Conv(self.features, (3, 3), padding=1)(x)
+        raise ConfigError(f"Unknown upsample mode {self.mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}.")
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+    """LeakyReLU with slope 0.2, the GAN and autoencoder default."""
+    return jnp.where(x >= 0, x, 0.2 * x)

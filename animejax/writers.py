@@ -1,0 +1,148 @@
+"""Metric writers: TensorBoard scalars and images, PNG grids, console lines.
+
+When clu's metric writers can be imported (they need TensorFlow) they are used
+as they are. Otherwise, as on machines without TensorFlow, an equivalent
+writer with clu's interface (`write_scalars`, `write_images`,
+`write_hparams`, `flush`, `close`) writes the same TensorBoard event files
+through the `tensorboard` package alone. Only process 0 writes files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TensorBoardWriter:
+    """clu-style MetricWriter writing TensorBoard event files without TensorFlow."""
+
+    def __init__(self, logdir: str):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = EventFileWriter(logdir)
+
+    def _add(self, step: int, values: list) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        summary = summary_pb2.Summary(value=values)
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        """images: name -> uint8 [H, W, 3] (or [N, H, W, 3]; the first is written)."""
+        from tensorboard.compat.proto import summary_pb2
+
+        values = []
+        for tag, image in images.items():
+            image = np.asarray(image)
+            image = image[0] if image.ndim == 4 else image
+            encoded = summary_pb2.Summary.Image(
+                height=image.shape[0],
+                width=image.shape[1],
+                colorspace=image.shape[2],
+                encoded_image_string=_png_bytes(image),
+            )
+            values.append(summary_pb2.Summary.Value(tag=tag, image=encoded))
+        self._add(step, values)
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        del hparams  # The full config is saved as config.json beside the events.
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class NullWriter:
+    """What processes other than 0 write: nothing."""
+
+    def write_scalars(self, step, scalars):
+        pass
+
+    def write_images(self, step, images):
+        pass
+
+    def write_hparams(self, hparams):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def create_writer(logdir: str, is_main_process: bool):
+    """clu's default writer when available, else the TensorBoardWriter above."""
+    if not is_main_process:
+        return NullWriter()
+    try:
+        from clu import metric_writers
+    except ImportError:
+        return TensorBoardWriter(logdir)
+    return metric_writers.create_default_writer(logdir, asynchronous=False)
+
+
+def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> one uint8 grid image with a 2 px border."""
+    count, height, width, channels = images.shape
+    rows = -(-count // columns)
+    pad = 2
+    grid = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad, channels), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+    """Writes uint8 [H, W, 3] to `path`, creating its folder."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+class ProgressLine:
+    """Console progress: step, loss, images/s and ETA, one line per log interval."""
+
+    def __init__(self, total_steps: int, start_step: int):
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.start_time = time.monotonic()
+
+    def line(self, step: int, scalars: Mapping[str, float], images_per_second: float) -> str:
+        elapsed = time.monotonic() - self.start_time
+        done = max(step - self.start_step, 1)
+        remaining = elapsed / done * (self.total_steps - step)
+        shown = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in scalars.items() if k.startswith("train/"))
+        return f"step {step}/{self.total_steps} | {shown} | {images_per_second:.1f} img/s | ETA {_duration(remaining)}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def log_line(text: str) -> None:
+    """Prints a progress line to the console (stdout)."""
+    print(text, flush=True)

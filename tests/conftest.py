@@ -1,0 +1,34 @@
+"""Test setup: 8 simulated CPU devices, shared data location, config helpers."""
+
+import os
+
+# Must precede the first `import jax` anywhere in the test session.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_FACES = os.path.join(os.path.dirname(REPO), "shared", "data", "anime_faces_96")
+
+
+@pytest.fixture(scope="session")
+def shared_faces() -> str:
+    """The 20k real faces beside the checkout; skips when this is a user's clone without them."""
+    if not os.path.isdir(SHARED_FACES):
+        pytest.skip(f"real-face data not found at {SHARED_FACES} (only present on the project's machines)")
+    return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """One decode cache for the whole session, so each dataset is decoded once."""
+    return str(tmp_path_factory.mktemp("decode_cache"))
+
+
+def subprocess_env() -> dict:
+    """Environment for child processes: one CPU device, the repo importable."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
