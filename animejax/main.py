@@ -6,6 +6,7 @@ eval, `--config` may be left out: the run's saved config.json is used.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging as std_logging
 import os
@@ -71,9 +72,41 @@ def main(argv):
         sys.exit(f"animejax: error: {error}")
 
 
+def _unknown_field_message(argv: list[str]) -> str | None:
+    """Names the first `--config.a.b=...` override whose field the config file lacks, with valid choices."""
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if config_arg is None:
+        return None
+    path, _, variant = config_arg.partition(":")
+    spec = importlib.util.spec_from_file_location("_animejax_user_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+    for arg in argv:
+        if not arg.startswith("--config.") or "=" not in arg:
+            continue
+        node, walked = config, []
+        for part in arg[len("--config.") :].split("=", 1)[0].split("."):
+            if not hasattr(node, "keys") or part not in node:
+                choices = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group)"
+                where = ".".join(walked) or "the top level"
+                return f"{arg}: {config_arg} has no field {part!r} in {where}; valid fields there: {choices}."
+            node, walked = node[part], walked + [part]
+    return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, turning an unknown config field into one clear message."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        message = _unknown_field_message(argv) or f"bad --config override: {error}"
+        sys.exit(f"animejax: error: {message}")
+
+
 def run() -> None:
     """Console-script entry point (`animejax ...`)."""
-    app.run(main, argv=sys.argv)
+    app.run(main, argv=sys.argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

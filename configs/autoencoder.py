@@ -1,12 +1,12 @@
-"""Deterministic autoencoder on 64 px faces. `configs/autoencoder.py:quick` for CPU."""
+"""Deterministic autoencoder on 64 px faces. `:quick` and `:cpu` for CPUs."""
 
 import ml_collections
 
-from animejax.config_defaults import apply_quick, base_config, check_variant
+from animejax.config_defaults import apply_cpu, apply_quick, base_config, check_variant
 
 
 def get_config(variant: str = ""):
-    check_variant(variant, ("quick",), "configs/autoencoder.py")
+    check_variant(variant, ("quick", "cpu"), "configs/autoencoder.py")
     config = base_config()
     config.method = "autoencoder"
     config.model = model = ml_collections.ConfigDict()
@@ -20,4 +20,7 @@ def get_config(variant: str = ""):
     if variant == "quick":
         apply_quick(config)
         model.latent_dim, model.base_channels, model.max_channels = 32, 16, 64
+    elif variant == "cpu":
+        apply_cpu(config)
+        model.latent_dim, model.base_channels, model.max_channels = 64, 32, 128
     return config
