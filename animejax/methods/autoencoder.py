@@ -118,7 +118,7 @@ class AutoencoderMethod:
         (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, images, rng)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics["train/grad_norm"] = optax.global_norm(grads)
+        metrics["train/grad_norm"] = optax.tree.norm(grads)
         metrics["train/learning_rate"] = self.learning_rate(state.step)
         new_state = state.replace(
             step=state.step + 1,

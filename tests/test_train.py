@@ -1,0 +1,232 @@
+"""The training loop end to end: resume, sharding, bad input, learning on real faces."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from animejax import checkpoint, methods, sharding, train
+from animejax.data import pipeline
+from tests.conftest import REPO, subprocess_env
+
+
+def load_config(name: str, variant: str = ""):
+    spec = importlib.util.spec_from_file_location(f"config_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def tiny_config(cache_dir: str, **train_fields):
+    """A VAE small enough for a few CPU steps a second, on 1 device."""
+    config = load_config("vae", "quick")
+    config.data.num_images = 256
+    config.data.cache_dir = cache_dir
+    config.mesh.num_devices = 1
+    config.train.batch_size = 16
+    config.train.num_steps = 6
+    config.train.log_every = 2
+    config.train.sample_every = 1000
+    config.train.checkpoint_every = 2
+    for key, value in train_fields.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def restore_params(workdir: str, step: int):
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"), item_handlers={"state": ocp.StandardCheckpointHandler()}
+    )
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return restored["state"]
+
+
+def run_cli(args, timeout=600, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "animejax.main", *args],
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def test_readme_main_command_quick_form(tmp_path, cache_dir):
+    workdir = tmp_path / "run"
+    overrides = [f"--config.data.cache_dir={cache_dir}", "--config.train.num_steps=40", "--config.train.log_every=20",
+                 "--config.train.sample_every=20", "--config.train.checkpoint_every=20"]
+    result = run_cli(["--config=configs/vae.py:quick", f"--workdir={workdir}", *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 40/40" in result.stdout and "img/s" in result.stdout and "ETA" in result.stdout
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["20", "40"]
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    samples = os.listdir(workdir / "samples")
+    assert "reconstructions_0000040.png" in samples and "samples_normal_0000040.png" in samples
+    assert json.loads((workdir / "config.json").read_text())["method"] == "vae"
+
+    result = run_cli([f"--workdir={workdir}", "--mode=sample"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("samples_normal", "samples_latent_gaussian", "interpolations"):
+        assert f"sample_{name}_0000040.png" in os.listdir(workdir / "samples")
+
+    result = run_cli([f"--workdir={workdir}", "--mode=eval"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((workdir / "eval_0000040.json").read_text())
+    assert report["step"] == 40 and np.isfinite(report["eval/mse_per_pixel"])
+
+
+def test_tensorboard_events_hold_scalars_and_images(tmp_path, cache_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(cache_dir, sample_every=6)
+    train.train_and_evaluate(config, str(tmp_path))
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/kl", "train/learning_rate", "perf/images_per_second", "perf/step_seconds"):
+        assert tag in tags["scalars"], tags
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    assert "samples/reconstructions" in tags["images"]
+
+
+def test_exact_resume_after_sigkill(tmp_path, cache_dir):
+    # Big enough that 10 steps take seconds, so the kill lands between checkpoint 10 and the end.
+    args = ["--config=configs/vae.py:quick", f"--config.data.cache_dir={cache_dir}", "--config.data.num_images=512",
+            "--config.data.image_size=64", "--config.train.batch_size=32", "--config.train.num_steps=20",
+            "--config.train.checkpoint_every=10", "--config.train.log_every=5", "--config.train.sample_every=1000"]
+    straight = tmp_path / "straight"
+    assert run_cli([*args, f"--workdir={straight}"]).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "animejax.main", *args, f"--workdir={killed}"],
+        cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    marker = killed / "checkpoints" / "10" / "commit_success.txt"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists(), "the run never wrote checkpoint 10"
+    assert not (killed / "checkpoints" / "20").exists(), "the run finished before it could be killed"
+
+    resumed = run_cli([*args, f"--workdir={killed}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "from step 10 (resumed)" in resumed.stderr
+    a, b = restore_params(str(straight), 20), restore_params(str(killed), 20)
+    for name in ("params", "ema_params", "opt_state", "rng", "step"):
+        for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, cache_dir):
+    args = ["--config=configs/vae.py:quick", f"--config.data.cache_dir={cache_dir}", "--config.data.num_images=512",
+            "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000", "--config.train.log_every=5",
+            f"--workdir={tmp_path}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "animejax.main", *args], cwd=REPO, env=subprocess_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in process.stdout:  # Wait until training is under way.
+        if line.startswith("step 10/"):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Received SIGTERM" in stderr
+    steps = os.listdir(tmp_path / "checkpoints")
+    assert len(steps) == 1 and int(steps[0]) >= 10
+
+
+def test_checkpoint_from_another_config_names_the_field(tmp_path, cache_dir):
+    train.train_and_evaluate(tiny_config(cache_dir, num_steps=2), str(tmp_path))
+    changed = tiny_config(cache_dir, num_steps=4)
+    changed.model.latent_dim = 8
+    with pytest.raises(checkpoint.CheckpointMismatchError, match=r"model\.latent_dim: 32 -> 8") as error:
+        train.train_and_evaluate(changed, str(tmp_path))
+    assert "params/encoder/Dense_0/kernel" in str(error.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # Nothing overwritten.
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
+    train.train_and_evaluate(tiny_config(cache_dir, num_steps=4), str(tmp_path))
+    exploding = tiny_config(cache_dir, num_steps=10, log_every=1)
+    exploding.optim.learning_rate = 1e30
+    with pytest.raises(train.NonFiniteLossError, match="Non-finite values at step"):
+        train.train_and_evaluate(exploding, str(tmp_path))
+    assert checkpoint.Checkpointer(str(tmp_path), exploding).latest_step() == 4
+    state = restore_params(str(tmp_path), 4)
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state["params"]))
+
+
+def test_batch_that_devices_cannot_split(tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.mesh.num_devices = 8
+    config.train.batch_size = 12
+    with pytest.raises(sharding.BatchSizeError, match="batch_size=12 cannot be split over 8 devices.*8 or 16"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    result = run_cli(["--config=configs/vae.py:quick", f"--workdir={tmp_path}", "--config.train.bogus=1"])
+    assert result.returncode != 0 and "has no field 'bogus' in train" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli(["--config=configs/vae.py:quick", f"--workdir={tmp_path}", "--config.data.source=folder",
+                      f"--config.data.path={tmp_path / 'missing'}"])
+    assert result.returncode != 0 and "missing' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli([f"--workdir={tmp_path / 'fresh'}", "--mode=sample", "--config=configs/vae.py:quick"])
+    assert result.returncode != 0 and "No checkpoint under" in result.stderr
+
+
+def _run_steps(config, num_devices: int, steps: int = 3):
+    """Runs `steps` jitted train steps on a mesh of `num_devices`; returns (losses, params)."""
+    shardings = sharding.make_mesh(num_devices)
+    method = methods.get_method(config)
+    images = pipeline.load_images(config.data)
+    dataset = pipeline.batch_dataset(images, config.train.batch_size, config.seed, config.data.random_flip)
+    state = jax.jit(method.init_state, out_shardings=shardings.replicated)(
+        jax.random.PRNGKey(0), pipeline.to_model_range(dataset[0])
+    )
+    step = jax.jit(
+        lambda s, b, r: method.train_step(s, pipeline.to_model_range(b), r),
+        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
+        out_shardings=(shardings.replicated, shardings.replicated),
+    )
+    losses = []
+    for i in range(steps):
+        state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
+        losses.append(float(metrics["train/loss"]))
+    return losses, jax.device_get(state.params)
+
+
+def test_eight_devices_match_one_device(cache_dir):
+    assert len(jax.devices()) == 8, "conftest sets 8 simulated CPU devices"
+    config = tiny_config(cache_dir)
+    losses_1, params_1 = _run_steps(config, 1)
+    losses_8, params_8 = _run_steps(config, 8)
+    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_8)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_vae_learns_on_real_faces(shared_faces, cache_dir, tmp_path):
+    config = load_config("vae", "quick")
+    config.data.source, config.data.path, config.data.cache_dir = "folder", shared_faces, cache_dir
+    config.mesh.num_devices = 1
+    config.sample.use_ema = False
+    config.train.num_steps = 300
+    config.train.checkpoint_every = 300
+    config.train.sample_every = 300
+    run = train.setup_run(config, str(tmp_path / "untrained"))
+    some_faces = [run.images[i : i + 64] for i in range(len(run.images) - 512, len(run.images), 64)]
+    before = run.method.evaluate(run.state, some_faces)["eval/mse_per_pixel"]
+    state = train.train_and_evaluate(config, str(tmp_path / "trained"))
+    after = run.method.evaluate(state, some_faces)["eval/mse_per_pixel"]
+    assert after < 0.4 * before, (before, after)
