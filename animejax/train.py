@@ -184,6 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                 scalars["perf/images_per_second"] = interval_steps * train.batch_size / seconds
                 scalars["perf/step_seconds"] = seconds / interval_steps
                 writer.write_scalars(step, scalars)
+                if hasattr(method, "on_log"):  # Optional hook, e.g. to warn about a stalled GAN.
+                    method.on_log(step, scalars)
                 writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
                 interval_start, interval_steps = time.monotonic(), 0
             if step % train.sample_every == 0 or step == train.num_steps:

@@ -10,6 +10,8 @@ A method owns its networks, losses and optimizers. The loop only calls:
   training, images float in [-1, 1].
 - `sample(state, data, rng) -> {name: images}`: what `--mode=sample` writes.
 - `evaluate(state, batches) -> {name: float}`: what `--mode=eval` reports.
+- optionally `on_log(step, scalars)`: called with the averaged scalars at each
+  log step (host side), e.g. to warn when a GAN's discriminator wins outright.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Metrics: FID/KID features and statistics, sliced Wasserstein distance, face detection rate."""
