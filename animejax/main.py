@@ -23,6 +23,10 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "What to do with the run in --workdir.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects SLURM, Cloud TPU, ...).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
+flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
 
 
 def _load_config(workdir: str):
@@ -55,6 +59,8 @@ def main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
     import jax
 
+    if FLAGS.distributed or FLAGS.coordinator_address:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from animejax import inference, train
 
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
