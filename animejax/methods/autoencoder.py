@@ -133,6 +133,11 @@ class AutoencoderMethod:
     def sampling_params(self, state: TrainState):
         return state.ema_params if self.use_ema else state.params
 
+    def generate(self, state: TrainState, rng: jax.Array, batch_size: int) -> jax.Array:
+        """Samples decoded from N(0, I) latents: [batch_size, S, S, 3] in [-1, 1] (what metrics score)."""
+        latents = jax.random.normal(rng, (batch_size, self.model.latent_dim))
+        return self.decode(self.sampling_params(state), latents)
+
     def preview(self, state: TrainState, images: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
         """Reconstructions (real and decoded side by side) and N(0, I) samples."""
         params = self.sampling_params(state)

@@ -8,6 +8,8 @@ A method owns its networks, losses and optimizers. The loop only calls:
   the batch axis; `metrics` maps flat names ("train/loss") to scalars.
 - `preview(state, images, rng) -> {name: images}`: grids logged while
   training, images float in [-1, 1].
+- `generate(state, rng, batch_size) -> images`: pure, jit-able; the samples
+  that metrics (FID, KID, SWD, detection rate) score, float in [-1, 1].
 - `sample(state, data, rng) -> {name: images}`: what `--mode=sample` writes.
 - `evaluate(state, batches) -> {name: float}`: what `--mode=eval` reports.
 - optionally `on_log(step, scalars)`: called with the averaged scalars at each
@@ -30,6 +32,8 @@ class Method(Protocol):
     def train_step(self, state: Any, images: jax.Array, rng: jax.Array) -> tuple[Any, Mapping[str, jax.Array]]: ...
 
     def preview(self, state: Any, images: jax.Array, rng: jax.Array) -> Mapping[str, jax.Array]: ...
+
+    def generate(self, state: Any, rng: jax.Array, batch_size: int) -> jax.Array: ...
 
     def sample(self, state: Any, data: Iterable[np.ndarray], rng: jax.Array) -> Mapping[str, np.ndarray]: ...
 
