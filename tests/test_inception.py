@@ -1,0 +1,353 @@
+"""FID Inception: parity with pytorch-fid, the resize modes, the torch-free loader and the weights cache.
+
+Parity tests need torch and pytorch-fid (test-only dependencies) and skip without
+them. No test downloads the real weights: pytorch-fid's network is built with
+random weights (its download is patched out), and the weights cache is tested
+against a local HTTP server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import pickle
+import socket
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from animejax.errors import ConfigError, UserError
+from animejax.metrics import inception, inception_weights, resize
+from animejax.metrics.inception_weights import (
+    CheckpointFormatError,
+    InceptionWeightsError,
+    WeightsChecksumError,
+)
+from tests.conftest import SHARED_FACES
+
+NUM_IMAGES = 8
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch is a test-only dependency (parity reference)")
+
+
+def _pytorch_fid_inception():
+    _torch()
+    return pytest.importorskip("pytorch_fid.inception", reason="pytorch-fid is a test-only dependency")
+
+
+def _randomize(module, seed: int) -> None:
+    """Seeded random weights and BN statistics that keep activations O(1) through the network."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                fan_in = layer.weight[0].numel()
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(layer, torch.nn.BatchNorm2d):
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) + 0.5)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
+                layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator) * 0.1)
+                layer.running_var.copy_(torch.rand(layer.running_var.shape, generator=generator) + 0.5)
+                layer.num_batches_tracked.fill_(1000)
+            elif isinstance(layer, torch.nn.Linear):
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.01)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.01)
+
+
+@pytest.fixture(scope="module")
+def torch_fid(tmp_path_factory):
+    """pytorch-fid's pool3 network with random weights, and its full Inception3 state dict saved as a .pth.
+
+    pytorch-fid builds torchvision's Inception3, swaps in its FID blocks, then loads
+    the released weights with `load_state_dict_from_url`. The patch hands that call
+    the network's own state dict instead (so nothing is downloaded) and keeps the
+    Inception3 object, whose state dict has the released file's names (fc included).
+    """
+    fid_inception = _pytorch_fid_inception()
+    torch = _torch()
+    built = []
+    original_build = fid_inception._inception_v3
+    mp = pytest.MonkeyPatch()
+    mp.setattr(fid_inception, "_inception_v3", lambda *a, **k: built.append(original_build(*a, **k)) or built[-1])
+    mp.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: built[-1].state_dict())
+    try:
+        model = fid_inception.InceptionV3(
+            [fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
+            resize_input=False,
+            normalize_input=False,
+            use_fid_inception=True,
+        ).eval()
+    finally:
+        mp.undo()
+    full = built[-1]
+    _randomize(full, seed=0)  # The pool3 network shares these modules.
+    state = {name: tensor.clone() for name, tensor in full.state_dict().items()}
+    path = str(tmp_path_factory.mktemp("weights") / "random_fid_inception.pth")
+    torch.save(state, path)
+    return model, state, path
+
+
+def _load_faces() -> np.ndarray:
+    """[8, H, W, 3] float32 in [0, 1]: the first shared real faces, else seeded random images."""
+    if os.path.isdir(SHARED_FACES):
+        from PIL import Image
+
+        images = [
+            np.asarray(Image.open(os.path.join(SHARED_FACES, f"{i}.jpg")).convert("RGB")) for i in range(NUM_IMAGES)
+        ]
+        return np.stack(images).astype(np.float32) / 255.0
+    return np.random.default_rng(0).uniform(0.0, 1.0, (NUM_IMAGES, 96, 96, 3)).astype(np.float32)
+
+
+def test_features_match_pytorch_fid(torch_fid):
+    """End to end: pytorch-fid's resize + normalisation + network vs ours, on the same 96 px images.
+
+    Tolerance: max |ours - pytorch-fid| <= 1e-4 * max |pytorch-fid| over all 8 x 2048
+    features (measured: about 1e-6 of the feature scale, float32 rounding).
+    """
+    torch = _torch()
+    model, _, path = torch_fid
+    images = _load_faces()
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        # What pytorch-fid's forward does with resize_input=True, normalize_input=True.
+        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        expected = model(2 * x - 1)[0].reshape(len(images), -1).numpy()
+
+    module, variables = inception_weights.load_fid_inception(local_path=path)
+    features = jax.jit(lambda v, im: module.apply(v, resize.resize_for_inception(im, "pytorch_fid")))(
+        variables, jnp.asarray(2 * images - 1)
+    )
+    features = np.asarray(features)
+
+    assert features.shape == (NUM_IMAGES, inception.FEATURE_DIM)
+    scale = np.abs(expected).max()
+    assert expected.std() > 0.1 and np.isfinite(expected).all()  # Random weights still give O(1) features.
+    np.testing.assert_allclose(features / scale, expected / scale, rtol=0, atol=1e-4)
+
+
+def test_variable_names_match_the_checkpoint(torch_fid):
+    """Every conv/BN tensor of the released layout has a Flax variable of the right shape, and no more."""
+    _, state, _ = torch_fid
+    used = {k for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    flat = inception_weights._flatten(jax.tree.map(np.shape, inception.variable_shapes()))
+    assert len(flat) == len(used) == 94 * 5  # 94 BasicConv2d: conv kernel + 4 BN tensors each.
+
+
+def test_pools_match_torch():
+    torch = _torch()
+    F = torch.nn.functional
+    x = np.random.default_rng(1).normal(size=(2, 9, 7, 5)).astype(np.float32)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+    to_nhwc = lambda t: t.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    for include in (True, False):
+        expected = to_nhwc(F.avg_pool2d(tx, kernel_size=3, stride=1, padding=1, count_include_pad=include))
+        np.testing.assert_allclose(inception.avg_pool_3x3(jnp.asarray(x), include), expected, atol=1e-6)
+    expected = to_nhwc(F.max_pool2d(tx, kernel_size=3, stride=1, padding=1))
+    np.testing.assert_array_equal(inception.max_pool_3x3(jnp.asarray(x), stride=1, padding=1), expected)
+    expected = to_nhwc(F.max_pool2d(tx, kernel_size=3, stride=2))  # floor mode: 9x7 -> 4x3.
+    np.testing.assert_array_equal(inception.max_pool_3x3(jnp.asarray(x), stride=2), expected)
+
+
+@pytest.mark.parametrize("size", [64, 96, 400])
+def test_pytorch_fid_resize_matches_torch(size):
+    torch = _torch()
+    x = np.random.default_rng(size).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    expected = torch.nn.functional.interpolate(tx, size=(299, 299), mode="bilinear", align_corners=False)
+    ours = resize.resize_for_inception(jnp.asarray(x), "pytorch_fid")
+    assert ours.shape == (2, 299, 299, 3)
+    np.testing.assert_allclose(ours, expected.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 80), (512, 512)])
+def test_clean_resize_matches_pil_bicubic(shape):
+    """clean-fid's "clean" resize: PIL BICUBIC on each float32 channel, then clipped."""
+    image_module = pytest.importorskip("PIL.Image")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, *shape, 3)).astype(np.float32)
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    np.asarray(image_module.fromarray(x[b, :, :, c], mode="F").resize((299, 299), image_module.BICUBIC))
+                    for c in range(3)
+                ],
+                axis=-1,
+            )
+            for b in range(2)
+        ]
+    ).clip(-1, 1)
+    ours = resize.resize_for_inception(jnp.asarray(x), "clean")
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+
+def test_resize_modes_keep_299_and_reject_unknown():
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype(np.float32))
+    for mode in resize.RESIZE_MODES:
+        np.testing.assert_array_equal(resize.resize_for_inception(x, mode), x)
+    with pytest.raises(ConfigError, match="pytorch_fid, clean"):
+        resize.resize_for_inception(x, "lanczos")
+
+
+def test_converter_round_trip(torch_fid):
+    """torch state dict -> Flax -> torch state dict gives back every conv and BN tensor exactly."""
+    _, state, _ = torch_fid
+    numpy_state = {name: tensor.numpy() for name, tensor in state.items()}
+    back = inception_weights.flax_to_torch_state_dict(inception_weights.convert_to_flax(numpy_state))
+    dropped = set(numpy_state) - set(back)
+    assert dropped == {"fc.weight", "fc.bias"} | {k for k in numpy_state if k.endswith(".num_batches_tracked")}
+    for name, array in back.items():
+        np.testing.assert_array_equal(array, numpy_state[name], err_msg=name)
+        assert array.shape == numpy_state[name].shape, name
+
+
+def test_converter_rejects_a_wrong_layout(torch_fid):
+    _, state, _ = torch_fid
+    numpy_state = {name: tensor.numpy() for name, tensor in state.items()}
+    del numpy_state["Mixed_6b.branch7x7_2.conv.weight"]
+    numpy_state["Mixed_5b.branch1x1.bn.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointFormatError, match="missing.*Mixed_6b.*wrong shape.*Mixed_5b"):
+        inception_weights.convert_to_flax(numpy_state)
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_loader_reads_both_formats_with_strides_and_offsets(tmp_path, zip_format):
+    torch = _torch()
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {
+        "plain": torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(0)),
+        "transposed": base.t(),  # Shares `base`'s storage, non-contiguous.
+        "offset": base[1:, 2:],  # Same storage, nonzero offset.
+        "scalar": torch.tensor(7, dtype=torch.int64),
+        "half": torch.linspace(-1, 1, 5).half(),
+        "flags": torch.tensor([True, False]),
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+    }
+    path = str(tmp_path / "state.pth")
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    loaded = inception_weights.load_torch_state_dict(path)
+    assert set(loaded) == set(state)
+    for name, tensor in state.items():
+        expected = tensor.detach().numpy()
+        assert loaded[name].dtype == expected.dtype, name
+        np.testing.assert_array_equal(loaded[name], expected, err_msg=name)
+
+
+def test_loader_refuses_arbitrary_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned > " + str(tmp_path / "owned"),))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointFormatError):
+        inception_weights.load_torch_state_dict(str(path))
+    assert not (tmp_path / "owned").exists()
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointFormatError):
+        inception_weights.load_torch_state_dict(str(path))
+
+
+# --- weights_path: local file, cache, download ---------------------------------------------------------------------
+
+
+class _CountingServer:
+    """Serves one file over HTTP on 127.0.0.1 and counts the GET requests."""
+
+    def __init__(self, payload: bytes, declared_length: int | None = None):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                outer.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(declared_length or len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{inception_weights.FID_WEIGHTS_FILENAME}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served_file():
+    payload = np.random.default_rng(0).bytes(3 << 20)
+    server = _CountingServer(payload)
+    yield server, payload
+    server.close()
+
+
+def test_missing_local_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(InceptionWeightsError) as error:
+        inception_weights.weights_path(local_path=str(tmp_path / "nope.pth"), cache_dir=str(tmp_path / "cache"))
+    message = str(error.value)
+    assert "does not exist" in message and inception_weights.FID_WEIGHTS_URL in message
+    assert "--config.eval.inception_path" in message and str(tmp_path / "cache") in message
+    assert isinstance(error.value, UserError)
+
+
+def test_wrong_hash_download_leaves_nothing_in_the_cache(tmp_path, served_file):
+    server, _ = served_file
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsChecksumError, match="expected 6726825d"):
+        inception_weights.weights_path(cache_dir=str(cache), url=server.url)
+    assert server.requests == 1
+    assert list(cache.iterdir()) == []
+
+
+def test_download_verifies_caches_and_is_not_repeated(tmp_path, served_file, monkeypatch):
+    server, payload = served_file
+    monkeypatch.setattr(inception_weights, "FID_WEIGHTS_SHA256", hashlib.sha256(payload).hexdigest())
+    cache = tmp_path / "cache"
+    path = inception_weights.weights_path(cache_dir=str(cache), url=server.url)
+    assert path == str(cache / inception_weights.FID_WEIGHTS_FILENAME)
+    assert open(path, "rb").read() == payload and server.requests == 1
+    assert inception_weights.weights_path(cache_dir=str(cache), url=server.url) == path
+    assert server.requests == 1  # Served from the cache.
+    assert os.listdir(cache) == [inception_weights.FID_WEIGHTS_FILENAME]  # No temp files left.
+
+
+def test_interrupted_download_leaves_nothing_in_the_cache(tmp_path):
+    server = _CountingServer(b"x" * 1000, declared_length=5000)  # The connection ends early.
+    try:
+        with pytest.raises(InceptionWeightsError, match="download"):
+            inception_weights.weights_path(cache_dir=str(tmp_path), url=server.url)
+    finally:
+        server.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_cached_file_is_reported(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / inception_weights.FID_WEIGHTS_FILENAME).write_bytes(b"truncated")
+    with pytest.raises(WeightsChecksumError, match="Delete the file"):
+        inception_weights.weights_path(cache_dir=str(cache))
+
+
+def test_unreachable_url_says_how_to_get_the_file(tmp_path):
+    with socket.socket() as sock:  # A port that nothing listens on.
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cache = tmp_path / "cache"
+    with pytest.raises(InceptionWeightsError, match="Could not download") as error:
+        inception_weights.weights_path(cache_dir=str(cache), url=f"http://127.0.0.1:{port}/weights.pth")
+    assert inception_weights.FID_WEIGHTS_URL in str(error.value)
+    assert list(cache.iterdir()) == []
