@@ -129,3 +129,40 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+class BestCheckpointer:
+    """Keeps the one state with the best eval metric under workdir/best, with best.json naming it."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+        self.directory = os.path.join(os.path.abspath(workdir), "best")
+        self.record_path = os.path.join(self.directory, "best.json")
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers={"state": ocp.StandardCheckpointHandler()}
+        )
+        self.record = None
+        if os.path.exists(self.record_path):
+            with open(self.record_path) as f:
+                self.record = json.load(f)
+
+    def is_better(self, value: float, lower_is_better: bool) -> bool:
+        if self.record is None:
+            return True
+        return value < self.record["value"] if lower_is_better else value > self.record["value"]
+
+    def save(self, step: int, state: Any, metric: str, value: float) -> None:
+        """Saves `state` as the new best (replacing the previous one) and records why."""
+        if step in self.manager.all_steps():  # A resumed run re-evaluating a step it had passed before.
+            self.manager.delete(step)
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+        self.manager.wait_until_finished()
+        self.record = {"step": int(step), "metric": metric, "value": float(value)}
+        if jax.process_index() == 0:
+            with open(self.record_path + ".tmp", "w") as f:
+                json.dump(self.record, f, indent=2)
+            os.replace(self.record_path + ".tmp", self.record_path)
+        logging.info("New best %s = %.5g at step %d, saved under %s", metric, value, step, self.directory)
+
+    def close(self) -> None:
+        self.manager.close()

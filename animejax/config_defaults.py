@@ -58,8 +58,31 @@ def base_config() -> ml_collections.ConfigDict:
     sample.use_ema = True
 
     config.eval = evaluation = ml_collections.ConfigDict()
-    evaluation.num_images = 2_048  # Images for --mode=eval.
-    evaluation.batch_size = 256
+    # --mode=eval: sample-quality metrics of the (EMA) generator against the configured dataset.
+    evaluation.metrics = ("fid", "kid", "swd", "detection")
+    evaluation.num_images = 50_000  # Generated images for FID/KID, as in the papers.
+    evaluation.reference_images = 0  # Real images behind the FID reference statistics; 0 = the whole dataset.
+    evaluation.batch_size = 250  # Global; split over the devices.
+    evaluation.fid_resize = "pytorch_fid"  # pytorch_fid (bilinear, as pytorch-fid) | clean (clean-fid's antialias).
+    evaluation.inception_path = ""  # Local pt_inception-2015-12-05-6726825d.pth; empty downloads it once.
+    evaluation.weights_cache_dir = ""  # Empty: ~/.cache/animejax/weights.
+    evaluation.stats_cache_dir = ""  # Reference statistics; empty: ~/.cache/animejax/fid_stats.
+    evaluation.kid_num_images = 10_000  # Features per set kept for KID.
+    evaluation.kid_subsets = 100
+    evaluation.kid_subset_size = 1_000
+    evaluation.swd_num_images = 10_000
+    evaluation.detection_num_images = 1_000  # As the StyleGAN2 seed project (rate 0.697).
+    evaluation.detector_path = ""  # Local lbpcascade_animeface.xml; empty downloads it once.
+    evaluation.detector_scale_factor = 1.1
+    evaluation.detector_min_neighbors = 3
+    evaluation.detector_min_size = 24
+    # During training: metrics every `every_steps` (0 = never) on fewer samples, and a best checkpoint.
+    evaluation.every_steps = 0
+    evaluation.train_metrics = ("fid", "swd")
+    evaluation.train_num_images = 10_000
+    evaluation.best_metric = "fid"  # Lower is better; the best checkpoint is kept under workdir/best.
+    # Reconstruction/loss evaluation on training images (autoencoder, VAE).
+    evaluation.loss_num_images = 2_048
 
     config.checkpoint = ckpt = ml_collections.ConfigDict()
     ckpt.max_to_keep = 3
@@ -79,7 +102,14 @@ def apply_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.sample_every = 150
     config.train.checkpoint_every = 100
     config.sample.latent_stats_images = 512
+    config.eval.loss_num_images = 256
+    # Offline: only the metric that needs no downloaded weights (add fid, kid, detection with their files).
+    config.eval.metrics = ("swd",)
     config.eval.num_images = 256
+    config.eval.swd_num_images = 256
+    config.eval.train_metrics = ("swd",)
+    config.eval.train_num_images = 256
+    config.eval.best_metric = "swd"
     return config
 
 
@@ -93,6 +123,9 @@ def apply_cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.sample_every = 500
     config.train.checkpoint_every = 500
     config.sample.latent_stats_images = 2_048
+    config.eval.num_images = config.eval.swd_num_images = 2_048
+    config.eval.every_steps = 1_000
+    config.eval.train_num_images = 1_024
     return config
 
 

@@ -50,19 +50,40 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Evaluates the latest checkpoint on `eval.num_images` training images; writes eval JSON and scalars."""
+    """Scores the latest checkpoint: `eval.metrics` on `eval.num_images` samples, plus the method's own terms.
+
+    Writes workdir/eval_<step>.json (values and what was computed) and TensorBoard scalars.
+    """
     run = _restore(config, workdir)
     step = int(run.state.step)
-    num_batches = max(1, config.eval.num_images // run.local_batch)
-    batches = _data_batches(run, seed_offset=2000)
-    results = run.method.evaluate(run.state, (next(batches) for _ in range(num_batches)))
-    results["eval/num_images"] = float(num_batches * run.local_batch)
+    results = {}
+    if config.eval.loss_num_images:  # The method's own terms on training images (e.g. reconstruction error).
+        num_batches = max(1, config.eval.loss_num_images // run.local_batch)
+        batches = _data_batches(run, seed_offset=2000)
+        results.update(run.method.evaluate(run.state, (next(batches) for _ in range(num_batches))))
+    evaluator = train.make_evaluator(run)
+    metrics = tuple(config.eval.metrics)
+    if metrics:
+        reference_images = config.eval.reference_images or len(run.images) * jax.process_count()
+        results.update(
+            evaluator.evaluate(
+                run.method.generate,
+                run.state,
+                jax.random.PRNGKey(config.seed + 4),
+                metrics,
+                num_images=config.eval.num_images,
+                reference_images=reference_images,
+            )
+        )
     if jax.process_index() == 0:
         path = os.path.join(workdir, f"eval_{step:07d}.json")
+        report = {"step": step, "metrics": results, "dataset": run.source.name, "settings": evaluator.describe()}
         with open(path, "w") as f:
-            json.dump({"step": step, **results}, f, indent=2)
+            json.dump(report, f, indent=2)
         writer = writers.create_writer(workdir, True)
         writer.write_scalars(step, results)
         writer.close()
-        logging.info("Wrote %s: %s", path, results)
+        for name, value in results.items():
+            writers.log_line(f"{name}: {value:.5g}")
+        logging.info("Wrote %s", path)
     return results

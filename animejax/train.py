@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, methods, sharding, writers
+from animejax import checkpoint, evaluation, methods, sharding, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 
@@ -37,6 +37,7 @@ class RunSetup:
     config: ml_collections.ConfigDict
     shardings: sharding.MeshShardings
     images: np.ndarray  # This process's decoded images, uint8 [N, S, S, 3].
+    source: Any  # The ImageSource they came from (name and fingerprint key metric caches).
     local_batch: int
     method: Any
     checkpointer: checkpoint.Checkpointer
@@ -48,7 +49,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     """Builds the mesh, loads data, and creates or restores the train state."""
     shardings = sharding.make_mesh(config.mesh.num_devices)
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
-    images = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
+    images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
     pipeline.check_enough_images(images, local_batch, _data_description(config.data))
     method = methods.get_method(config)
     checkpointer = checkpoint.Checkpointer(workdir, config)
@@ -64,7 +65,12 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     if not restored:
         init = jax.jit(method.init_state, out_shardings=shardings.replicated)
         state = init(root_key, example)
-    return RunSetup(config, shardings, images, local_batch, method, checkpointer, state, restored)
+    return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored)
+
+
+def make_evaluator(run: RunSetup) -> evaluation.Evaluator:
+    """The sample-quality evaluator for this run's data and mesh."""
+    return evaluation.Evaluator(run.config.eval, run.shardings, run.images, run.source.name, run.source.fingerprint())
 
 
 def _data_description(data: ml_collections.ConfigDict) -> str:
@@ -118,6 +124,42 @@ def write_grids(writer, workdir: str, step: int, grids: dict[str, Any], columns:
         writers.save_png(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), grid)
 
 
+class _InTrainingEval:
+    """Every `eval.every_steps`: sample metrics logged, and the best state kept under workdir/best."""
+
+    def __init__(self, run: RunSetup, workdir: str, writer):
+        self.config = run.config.eval
+        self.metrics = tuple(self.config.train_metrics)
+        self.method = run.method
+        self.writer = writer
+        self.evaluator = make_evaluator(run)
+        self.evaluator.prepare(self.metrics)  # A missing weights file fails now, not hours into training.
+        if self.config.best_metric not in self.metrics:
+            raise evaluation.ConfigError(
+                f"eval.best_metric={self.config.best_metric!r} is not among eval.train_metrics={self.metrics}."
+            )
+        self.best = checkpoint.BestCheckpointer(workdir, run.config)
+        self.rng = jax.random.PRNGKey(run.config.seed + 3)
+
+    def __call__(self, step: int, state) -> None:
+        results = self.evaluator.evaluate(
+            self.method.generate,
+            state,
+            self.rng,
+            self.metrics,
+            num_images=self.config.train_num_images,
+            reference_images=self.config.reference_images or len(self.evaluator.real_images),
+        )
+        self.writer.write_scalars(step, results)
+        writers.log_line(f"eval at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
+        name, value, lower_is_better = evaluation.headline(results, self.config.best_metric)
+        if self.best.is_better(value, lower_is_better):
+            self.best.save(step, state, name, value)
+
+    def close(self) -> None:
+        self.best.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Trains `config.method` until `config.train.num_steps`, resuming from `workdir`.
 
@@ -163,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     preview_images = sharding.global_batch(np.asarray(dataset[0]), run.shardings)
     preview_rng = jax.random.PRNGKey(config.seed + 1)
 
+    in_training_eval = _InTrainingEval(run, workdir, writer) if config.eval.every_steps else None
     progress = writers.ProgressLine(train.num_steps, start_step)
     history, interval_start, interval_steps = [], time.monotonic(), 0
     step = start_step
@@ -190,6 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                 interval_start, interval_steps = time.monotonic(), 0
             if step % train.sample_every == 0 or step == train.num_steps:
                 write_grids(writer, workdir, step, preview(state, preview_images, preview_rng), config.sample.grid_size)
+            if in_training_eval and (step % config.eval.every_steps == 0 or step == train.num_steps):
+                in_training_eval(step, state)
             if due_checkpoint or stop.signal_name:
                 run.checkpointer.save(step, state, force=True)
             if stop.signal_name:
@@ -201,6 +246,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                 break
     run.checkpointer.wait()
     run.checkpointer.close()
+    if in_training_eval:
+        in_training_eval.close()
     writer.flush()
     writer.close()
     return state

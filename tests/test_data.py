@@ -83,7 +83,7 @@ def test_all_corrupt_folder_is_an_error(tmp_path):
 
 def test_fewer_images_than_a_batch_is_an_error(tmp_path):
     _write_images(tmp_path / "few", 3)
-    images = pipeline.load_images(_folder_config(tmp_path / "few", tmp_path / "cache"))
+    images, _ = pipeline.load_images(_folder_config(tmp_path / "few", tmp_path / "cache"))
     with pytest.raises(sources.DataError, match="few.*3 usable images.*fewer than one batch"):
         pipeline.check_enough_images(images, 4, f"data.path {str(tmp_path / 'few')!r}")
 

@@ -52,14 +52,24 @@ def restore_params(workdir: str, step: int):
 def run_cli(args, timeout=600, **kwargs):
     return subprocess.run(
         [sys.executable, "-m", "animejax.main", *args],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout, **kwargs,
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
     )
 
 
 def test_readme_main_command_quick_form(tmp_path, cache_dir):
     workdir = tmp_path / "run"
-    overrides = [f"--config.data.cache_dir={cache_dir}", "--config.train.num_steps=40", "--config.train.log_every=20",
-                 "--config.train.sample_every=20", "--config.train.checkpoint_every=20"]
+    overrides = [
+        f"--config.data.cache_dir={cache_dir}",
+        "--config.train.num_steps=40",
+        "--config.train.log_every=20",
+        "--config.train.sample_every=20",
+        "--config.train.checkpoint_every=20",
+    ]
     result = run_cli(["--config=configs/vae.py:quick", f"--workdir={workdir}", *overrides])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 40/40" in result.stdout and "img/s" in result.stdout and "ETA" in result.stdout
@@ -77,7 +87,8 @@ def test_readme_main_command_quick_form(tmp_path, cache_dir):
     result = run_cli([f"--workdir={workdir}", "--mode=eval"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((workdir / "eval_0000040.json").read_text())
-    assert report["step"] == 40 and np.isfinite(report["eval/mse_per_pixel"])
+    assert report["step"] == 40 and np.isfinite(report["metrics"]["eval/mse_per_pixel"])
+    assert report["metrics"]["eval/swd256/mean"] > 0 and "resize" in report["settings"]
 
 
 def test_tensorboard_events_hold_scalars_and_images(tmp_path, cache_dir):
@@ -96,16 +107,27 @@ def test_tensorboard_events_hold_scalars_and_images(tmp_path, cache_dir):
 
 def test_exact_resume_after_sigkill(tmp_path, cache_dir):
     # Big enough that 10 steps take seconds, so the kill lands between checkpoint 10 and the end.
-    args = ["--config=configs/vae.py:quick", f"--config.data.cache_dir={cache_dir}", "--config.data.num_images=512",
-            "--config.data.image_size=64", "--config.train.batch_size=32", "--config.train.num_steps=20",
-            "--config.train.checkpoint_every=10", "--config.train.log_every=5", "--config.train.sample_every=1000"]
+    args = [
+        "--config=configs/vae.py:quick",
+        f"--config.data.cache_dir={cache_dir}",
+        "--config.data.num_images=512",
+        "--config.data.image_size=64",
+        "--config.train.batch_size=32",
+        "--config.train.num_steps=20",
+        "--config.train.checkpoint_every=10",
+        "--config.train.log_every=5",
+        "--config.train.sample_every=1000",
+    ]
     straight = tmp_path / "straight"
     assert run_cli([*args, f"--workdir={straight}"]).returncode == 0
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         [sys.executable, "-m", "animejax.main", *args, f"--workdir={killed}"],
-        cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     marker = killed / "checkpoints" / "10" / "commit_success.txt"
     deadline = time.monotonic() + 300
@@ -126,12 +148,22 @@ def test_exact_resume_after_sigkill(tmp_path, cache_dir):
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, cache_dir):
-    args = ["--config=configs/vae.py:quick", f"--config.data.cache_dir={cache_dir}", "--config.data.num_images=512",
-            "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000", "--config.train.log_every=5",
-            f"--workdir={tmp_path}"]
+    args = [
+        "--config=configs/vae.py:quick",
+        f"--config.data.cache_dir={cache_dir}",
+        "--config.data.num_images=512",
+        "--config.train.num_steps=100000",
+        "--config.train.checkpoint_every=100000",
+        "--config.train.log_every=5",
+        f"--workdir={tmp_path}",
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "animejax.main", *args], cwd=REPO, env=subprocess_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "animejax.main", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     for line in process.stdout:  # Wait until training is under way.
         if line.startswith("step 10/"):
@@ -177,8 +209,14 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     result = run_cli(["--config=configs/vae.py:quick", f"--workdir={tmp_path}", "--config.train.bogus=1"])
     assert result.returncode != 0 and "has no field 'bogus' in train" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_cli(["--config=configs/vae.py:quick", f"--workdir={tmp_path}", "--config.data.source=folder",
-                      f"--config.data.path={tmp_path / 'missing'}"])
+    result = run_cli(
+        [
+            "--config=configs/vae.py:quick",
+            f"--workdir={tmp_path}",
+            "--config.data.source=folder",
+            f"--config.data.path={tmp_path / 'missing'}",
+        ]
+    )
     assert result.returncode != 0 and "missing' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
     result = run_cli([f"--workdir={tmp_path / 'fresh'}", "--mode=sample", "--config=configs/vae.py:quick"])
@@ -189,7 +227,7 @@ def _run_steps(config, num_devices: int, steps: int = 3):
     """Runs `steps` jitted train steps on a mesh of `num_devices`; returns (losses, params)."""
     shardings = sharding.make_mesh(num_devices)
     method = methods.get_method(config)
-    images = pipeline.load_images(config.data)
+    images, _ = pipeline.load_images(config.data)
     dataset = pipeline.batch_dataset(images, config.train.batch_size, config.seed, config.data.random_flip)
     state = jax.jit(method.init_state, out_shardings=shardings.replicated)(
         jax.random.PRNGKey(0), pipeline.to_model_range(dataset[0])

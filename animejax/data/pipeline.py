@@ -52,10 +52,14 @@ def default_cache_dir() -> str:
     return os.path.join(root, "animejax", "decoded")
 
 
-def load_images(data: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1) -> np.ndarray:
-    """This process's decoded images: uint8 [N, S, S, 3] (a memmap)."""
+def load_images(data: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1):
+    """This process's decoded images and their source.
+
+    Returns:
+      (uint8 [N, S, S, 3] memmap, the ImageSource they were decoded from).
+    """
     source = make_source(data, process_index, process_count)
-    return cache.cached_images(source, data.cache_dir or default_cache_dir(), data.num_workers)
+    return cache.cached_images(source, data.cache_dir or default_cache_dir(), data.num_workers), source
 
 
 def check_enough_images(images: np.ndarray, local_batch: int, where: str) -> None:

@@ -1,0 +1,132 @@
+"""The evaluator end to end: FID through the whole pipeline, in-training eval, best checkpoint, errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import scipy.linalg
+
+from animejax import evaluation, sharding, train
+from animejax.data import pipeline
+from animejax.metrics import inception, inception_weights
+from animejax.metrics.resize import resize_for_inception
+from tests.test_train import tiny_config
+
+
+@pytest.fixture
+def random_inception(monkeypatch):
+    """The FID network with seeded random weights in place of the released file (not downloadable here)."""
+    module = inception.FIDInceptionV3()
+    variables = inception.init_variables(module, jax.random.PRNGKey(0), image_size=75)
+    # He-scaled kernels keep activations O(1) through the 90 ReLU layers (Flax's default init fades them).
+    variables = {
+        "params": jax.tree_util.tree_map_with_path(
+            lambda path, x: x * np.sqrt(2.0) if path[-1].key == "kernel" else x, variables["params"]
+        ),
+        "batch_stats": variables["batch_stats"],
+    }
+    monkeypatch.setattr(inception_weights, "load_fid_inception", lambda *args, **kwargs: (module, variables))
+    return module, variables
+
+
+def _evaluator(config, tmp_path, num_devices=1):
+    config.eval.stats_cache_dir = str(tmp_path / "stats")
+    images, source = pipeline.load_images(config.data)
+    shardings = sharding.make_mesh(num_devices)
+    return evaluation.Evaluator(config.eval, shardings, images, source.name, source.fingerprint()), images
+
+
+def _reference_fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance in float64 straight from the formula: |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2)."""
+    a, b = features_a.astype(np.float64), features_b.astype(np.float64)
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(sigma_a @ sigma_b).real
+    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(sigma_a + sigma_b - 2 * root))
+
+
+def test_fid_through_the_evaluator_matches_the_formula(random_inception, tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.batch_size = 8
+    config.eval.kid_num_images = 8
+    evaluator, images = _evaluator(config, tmp_path, num_devices=2)
+
+    def stored_images(state, key, batch_size):  # A "generator" that returns the images it is given.
+        del key
+        return pipeline.to_model_range(state[:batch_size])
+
+    real, other = jax.numpy.asarray(images[:8]), jax.numpy.asarray(images[8:16])
+    same = evaluator.evaluate(stored_images, real, jax.random.PRNGKey(0), ("fid", "kid"), 8, 8)
+    different = evaluator.evaluate(stored_images, other, jax.random.PRNGKey(0), ("fid",), 8, 8)
+
+    module, variables = random_inception
+    direct = jax.jit(lambda x: module.apply(variables, resize_for_inception(pipeline.to_model_range(x), "pytorch_fid")))
+    features_real, features_other = np.asarray(direct(real)), np.asarray(direct(other))
+    expected = _reference_fid(features_other, features_real)
+    assert expected > 1.0
+    assert different["eval/fid8"] == pytest.approx(expected, rel=1e-3)
+    assert abs(same["eval/fid8"]) < 1e-4 * expected
+    # The reference statistics were cached in pytorch-fid's npz format.
+    (stats_file,) = [f for f in os.listdir(tmp_path / "stats") if f.endswith(".npz")]
+    with np.load(tmp_path / "stats" / stats_file) as stats:
+        np.testing.assert_allclose(stats["mu"], features_real.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_more_reference_images_than_the_dataset_is_an_error(random_inception, tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.batch_size = 8
+    evaluator, _ = _evaluator(config, tmp_path)
+    with pytest.raises(evaluation.NotEnoughImagesError, match="asks for 100000 real images but the dataset has 256"):
+        evaluator.reference(100_000)
+
+
+def test_in_training_eval_logs_and_keeps_the_best_checkpoint(tmp_path, cache_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(cache_dir, num_steps=6)
+    config.eval.every_steps = 3
+    config.eval.batch_size = 16
+    config.eval.stats_cache_dir = str(tmp_path / "stats")
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert record["metric"] == "eval/swd256/mean" and record["step"] in (3, 6)
+    assert os.listdir(tmp_path / "run" / "best") and str(record["step"]) in os.listdir(tmp_path / "run" / "best")
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"scalars": 0})
+    events.Reload()
+    values = {e.step: e.value for e in events.Scalars("eval/swd256/mean")}
+    assert sorted(values) == [3, 6] and record["value"] == pytest.approx(min(values.values()), rel=1e-6)
+
+
+def test_missing_inception_weights_fail_before_training(tmp_path, cache_dir):
+    config = tiny_config(cache_dir, num_steps=4)
+    config.eval.every_steps = 2
+    config.eval.train_metrics = ("fid",)
+    config.eval.best_metric = "fid"
+    config.eval.inception_path = str(tmp_path / "nowhere.pth")
+    with pytest.raises(inception_weights.InceptionWeightsError, match="nowhere.pth"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "2")
+
+
+def test_best_metric_must_be_evaluated(tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.every_steps = 2
+    config.eval.best_metric = "fid"  # train_metrics is ("swd",) in the quick variant.
+    with pytest.raises(evaluation.ConfigError, match="best_metric='fid' is not among"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_headline_picks_one_value_per_metric():
+    results = {
+        "eval/fid10k": 12.0,
+        "eval/kid10k_mean": 0.01,
+        "eval/kid10k_std": 0.001,
+        "eval/swd1k/32": 5.0,
+        "eval/swd1k/mean": 4.0,
+        "eval/detection_rate1k": 0.7,
+    }
+    assert evaluation.headline(results, "fid") == ("eval/fid10k", 12.0, True)
+    assert evaluation.headline(results, "kid") == ("eval/kid10k_mean", 0.01, True)
+    assert evaluation.headline(results, "swd") == ("eval/swd1k/mean", 4.0, True)
+    assert evaluation.headline(results, "detection") == ("eval/detection_rate1k", 0.7, False)
