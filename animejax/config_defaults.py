@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     evaluation.inception_path = ""  # Local pt_inception-2015-12-05-6726825d.pth; empty downloads it once.
     evaluation.weights_cache_dir = ""  # Empty: ~/.cache/animejax/weights.
     evaluation.stats_cache_dir = ""  # Reference statistics; empty: ~/.cache/animejax/fid_stats.
+    evaluation.reference_stats = ""  # An npz with mu/sigma (pytorch-fid's format) to use instead of the dataset's.
     evaluation.kid_num_images = 10_000  # Features per set kept for KID.
     evaluation.kid_subsets = 100
     evaluation.kid_subset_size = 1_000

@@ -255,7 +255,11 @@ class Evaluator:
         pixels = np.concatenate(pixels) if pixels else None
 
         results: dict[str, float] = {}
-        if need_features:
+        if self.config.reference_stats:  # Statistics computed elsewhere, e.g. by pytorch-fid.
+            if "kid" in metrics:
+                raise ConfigError("KID needs reference features, which eval.reference_stats files lack: drop 'kid'.")
+            reference = fid.load_stats_npz(self.config.reference_stats)
+        elif need_features:
             reference, reference_features = self.reference(reference_images)
         if "fid" in metrics:
             mu, sigma = stats.mean_cov()

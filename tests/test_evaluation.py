@@ -46,19 +46,21 @@ def _reference_fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(sigma_a + sigma_b - 2 * root))
 
 
+def _stored_images(state, key, batch_size):
+    """A "generator" that returns the images it is given as its state."""
+    del key
+    return pipeline.to_model_range(state[:batch_size])
+
+
 def test_fid_through_the_evaluator_matches_the_formula(random_inception, tmp_path, cache_dir):
     config = tiny_config(cache_dir)
     config.eval.batch_size = 8
     config.eval.kid_num_images = 8
     evaluator, images = _evaluator(config, tmp_path, num_devices=2)
 
-    def stored_images(state, key, batch_size):  # A "generator" that returns the images it is given.
-        del key
-        return pipeline.to_model_range(state[:batch_size])
-
     real, other = jax.numpy.asarray(images[:8]), jax.numpy.asarray(images[8:16])
-    same = evaluator.evaluate(stored_images, real, jax.random.PRNGKey(0), ("fid", "kid"), 8, 8)
-    different = evaluator.evaluate(stored_images, other, jax.random.PRNGKey(0), ("fid",), 8, 8)
+    same = evaluator.evaluate(_stored_images, real, jax.random.PRNGKey(0), ("fid", "kid"), 8, 8)
+    different = evaluator.evaluate(_stored_images, other, jax.random.PRNGKey(0), ("fid",), 8, 8)
 
     module, variables = random_inception
     direct = jax.jit(lambda x: module.apply(variables, resize_for_inception(pipeline.to_model_range(x), "pytorch_fid")))
@@ -71,6 +73,22 @@ def test_fid_through_the_evaluator_matches_the_formula(random_inception, tmp_pat
     (stats_file,) = [f for f in os.listdir(tmp_path / "stats") if f.endswith(".npz")]
     with np.load(tmp_path / "stats" / stats_file) as stats:
         np.testing.assert_allclose(stats["mu"], features_real.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_reference_stats_from_a_pytorch_fid_npz(random_inception, tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.batch_size = 8
+    evaluator, images = _evaluator(config, tmp_path)
+    real = jax.numpy.asarray(images[:8])
+    first = evaluator.evaluate(_stored_images, real, jax.random.PRNGKey(0), ("fid",), 8, 8)
+    (stats_file,) = [f for f in os.listdir(tmp_path / "stats") if f.endswith(".npz")]
+    with np.load(tmp_path / "stats" / stats_file) as stats:  # Rewrite as pytorch-fid saves: mu and sigma only.
+        np.savez(tmp_path / "pytorch_fid_stats.npz", mu=stats["mu"], sigma=stats["sigma"])
+    config.eval.reference_stats = str(tmp_path / "pytorch_fid_stats.npz")
+    second = evaluator.evaluate(_stored_images, real, jax.random.PRNGKey(0), ("fid",), 8, 8)
+    assert second == first
+    with pytest.raises(evaluation.ConfigError, match="KID needs reference features"):
+        evaluator.evaluate(_stored_images, real, jax.random.PRNGKey(0), ("kid",), 8, 8)
 
 
 def test_more_reference_images_than_the_dataset_is_an_error(random_inception, tmp_path, cache_dir):
