@@ -5,11 +5,15 @@ from __future__ import annotations
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.methods import autoencoder
+from animejax.methods import autoencoder, gan, wgan_gp
 
 METHODS = {
     "autoencoder": autoencoder.AutoencoderMethod,
     "vae": autoencoder.VAEMethod,
+    "dcgan": gan.DCGANMethod,
+    "resdcgan": gan.ResDCGANMethod,
+    "resdcgan_cycle": gan.ResDCGANCycleMethod,
+    "wgan_gp": wgan_gp.WGANGPMethod,
 }
 
 

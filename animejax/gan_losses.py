@@ -1,0 +1,124 @@
+"""Pure GAN loss primitives: non-saturating, Wasserstein, gradient penalty, cycle L1.
+
+Every function takes arrays (or a critic apply function) and returns one value
+per example, [B], unless its docstring says otherwise; methods average them.
+Logits are raw discriminator outputs (before the sigmoid); critic scores are
+raw WGAN critic outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def ns_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The discriminator's cross-entropy: -log sigmoid(real) - log(1 - sigmoid(fake)).
+
+    Written with softplus, stable for any logit: softplus(-real) + softplus(fake).
+
+    Args:
+      real_logits: [B] discriminator logits on real images.
+      fake_logits: [B] discriminator logits on generated images.
+
+    Returns:
+      [B].
+    """
+    return jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)
+
+
+def ns_generator_loss(fake_logits: jax.Array) -> jax.Array:
+    """The non-saturating generator loss of Goodfellow et al.: -log sigmoid(fake) = softplus(-fake).
+
+    Args:
+      fake_logits: [B] discriminator logits on generated images.
+
+    Returns:
+      [B].
+    """
+    return jax.nn.softplus(-fake_logits)
+
+
+def wasserstein_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """The critic's Wasserstein loss, to minimise: f(fake) - f(real).
+
+    Its negated batch mean estimates the Wasserstein-1 distance when f is 1-Lipschitz.
+
+    Args:
+      real_scores: [B] critic scores on real images.
+      fake_scores: [B] critic scores on generated images.
+
+    Returns:
+      [B].
+    """
+    return fake_scores - real_scores
+
+
+def wasserstein_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """The generator's Wasserstein loss: -f(fake).
+
+    Args:
+      fake_scores: [B] critic scores on generated images.
+
+    Returns:
+      [B].
+    """
+    return -fake_scores
+
+
+def random_interpolates(real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
+    """Points eps * real + (1 - eps) * fake, eps ~ U[0, 1] drawn once per example (Gulrajani et al.).
+
+    Args:
+      real: [B, ...] real images.
+      fake: [B, ...] generated images.
+      rng: PRNG key for eps.
+
+    Returns:
+      [B, ...], like `real`.
+    """
+    eps = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+    return eps * real + (1.0 - eps) * fake
+
+
+def gradient_penalty(
+    critic_fn: Callable[[jax.Array], jax.Array], points: jax.Array, target: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """(|grad_x f(x)|_2 - target)^2 at each point, and the gradient norms.
+
+    The per-example input gradient is taken as the gradient of sum_b f(x_b),
+    which is exact only when the critic treats examples independently (no
+    batch normalization): WGAN-GP critics must not use it. Differentiable in
+    the critic's parameters (the penalty's own gradient is a second-order one).
+
+    Args:
+      critic_fn: x [B, ...] -> scores [B].
+      points: [B, ...] where to evaluate the input gradient.
+      target: the wanted gradient norm (1 for WGAN-GP).
+
+    Returns:
+      (penalty [B], gradient norm [B]).
+    """
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(points)
+    squared = jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)
+    norms = jnp.sqrt(squared + 1e-12)  # The epsilon keeps the norm's gradient finite at zero.
+    return jnp.square(norms - target), norms
+
+
+def mean_absolute_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """Mean over all non-batch elements of |prediction - target| (the cycle-consistency L1).
+
+    The mean, not the sum, so a cycle weight means the same for any latent
+    size or resolution.
+
+    Args:
+      prediction: [B, ...].
+      target: [B, ...], same shape.
+
+    Returns:
+      [B].
+    """
+    diff = jnp.abs(prediction - target)
+    return jnp.mean(diff.reshape(diff.shape[0], -1), axis=-1)
