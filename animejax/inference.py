@@ -9,7 +9,7 @@ import os
 import jax
 import ml_collections
 
-from animejax import train, writers
+from animejax import progress_gif, train, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 
@@ -34,18 +34,37 @@ def _data_batches(run: train.RunSetup, seed_offset: int):
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
-    """Writes the method's sample grids as PNGs under workdir/samples; returns name -> path."""
+    """Writes the method's samples under workdir/samples; returns name -> path.
+
+    Grids become one PNG each; names in the method's `individual_sample_keys` become a folder of single PNGs
+    (for external evaluation); a method with a `progress_grid` also gets the GIF of that grid over training.
+    """
     run = _restore(config, workdir)
     step = int(run.state.step)
     grids = run.method.sample(run.state, _data_batches(run, seed_offset=1000), jax.random.PRNGKey(config.seed + 2))
+    individual = set(getattr(run.method, "individual_sample_keys", ()))
+    is_main = jax.process_index() == 0
     paths = {}
     for name, images in grids.items():
-        columns = config.sample.interpolation_steps if name == "interpolations" else config.sample.grid_size
-        path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
-        if jax.process_index() == 0:
-            writers.save_png(path, writers.image_grid(pipeline.to_uint8(images), columns))
+        images = pipeline.to_uint8(images)
+        if name in individual:
+            path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}")
+            for i, image in enumerate(images if is_main else ()):
+                writers.save_png(os.path.join(path, f"{i:06d}.png"), image)
+        else:
+            columns = config.sample.interpolation_steps if name == "interpolations" else config.sample.grid_size
+            path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
+            if is_main:
+                writers.save_png(path, writers.image_grid(images, columns))
         paths[name] = path
         logging.info("Wrote %s", path)
+    progress_grid = getattr(run.method, "progress_grid", None)
+    if progress_grid and is_main:
+        try:
+            paths["progress_gif"] = progress_gif.progress_gif(workdir, progress_grid)
+            logging.info("Wrote %s", paths["progress_gif"])
+        except FileNotFoundError as error:
+            logging.warning("No training-progress GIF: %s", error)
     return paths
 
 

@@ -105,7 +105,8 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
     if bad:
         raise NonFiniteLossError(
             f"Non-finite values at step {step}: {bad}. The run stopped without saving this state; "
-            "the last good checkpoint is kept. Try a lower optim.learning_rate or optim.grad_clip_norm."
+            "the last good checkpoint is kept. Try a lower optim.learning_rate (and optim_d.learning_rate for GANs) "
+            "or set optim.grad_clip_norm."
         )
 
 
