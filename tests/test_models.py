@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from animejax.models.autoencoder import AutoEncoder, level_channels
-from animejax.models.layers import Upsample2x, depth_to_space
+from animejax.models.layers import Upsample2x, depth_to_space, nearest_upsample_2x
 
 
 def test_depth_to_space_matches_pixel_shuffle_formula():
@@ -20,6 +20,12 @@ def test_depth_to_space_matches_pixel_shuffle_formula():
             for j in range(r):
                 expected[:, i::r, j::r, c] = x[..., c * r * r + i * r + j]
     np.testing.assert_array_equal(np.asarray(depth_to_space(jnp.asarray(x), r)), expected)
+
+
+def test_nearest_upsample_matches_jax_image_resize():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 4))
+    expected = jax.image.resize(x, (2, 6, 10, 4), "nearest")
+    np.testing.assert_array_equal(np.asarray(nearest_upsample_2x(x)), np.asarray(expected))
 
 
 @pytest.mark.parametrize("mode", ["subpixel", "transpose", "nearest"])

@@ -20,6 +20,17 @@ def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(batch, height * factor, width * factor, out_channels)
 
 
+def nearest_upsample_2x(x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2x2.
+
+    The same values as `jax.image.resize(..., "nearest")`, written as a broadcast whose gradient XLA:CPU runs
+    about 5x faster.
+    """
+    batch, height, width, channels = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
+    return x.reshape(batch, 2 * height, 2 * width, channels)
+
+
 class Upsample2x(nn.Module):
     """Doubles height and width and maps to `features` channels.
 
@@ -40,9 +51,7 @@ class Upsample2x(nn.Module):
             # Explicit padding 2 on each side of the dilated input = PyTorch's padding=1.
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))(x)
         if self.mode == "nearest":
-            batch, height, width, channels = x.shape
-            x = jax.image.resize(x, (batch, 2 * height, 2 * width, channels), "nearest")
-            return nn.Conv(self.features, (3, 3), padding=1)(x)
+            return nn.Conv(self.features, (3, 3), padding=1)(nearest_upsample_2x(x))
         raise ConfigError(f"Unknown upsample mode {self.mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}.")
 
 

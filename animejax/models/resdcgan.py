@@ -26,20 +26,12 @@ import jax
 import jax.numpy as jnp
 
 from animejax.models.dcgan import normalization, num_levels
-from animejax.models.layers import Upsample2x, leaky_relu
+from animejax.models.layers import Upsample2x, leaky_relu, nearest_upsample_2x
 
 
 def _channels(image_size: int, base_channels: int, max_channels: int) -> list[int]:
     """D/E channels after each down block, from S/2 down to 4x4."""
     return [min(base_channels * 2**i, max_channels) for i in range(num_levels(image_size))]
-
-
-def _nearest2x(x: jax.Array) -> jax.Array:
-    """Nearest-neighbour 2x: [B, H, W, C] -> [B, 2H, 2W, C], by broadcasting (its gradient is ~5x faster on
-    XLA:CPU than jax.image.resize's)."""
-    batch, height, width, channels = x.shape
-    x = jnp.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
-    return x.reshape(batch, 2 * height, 2 * width, channels)
 
 
 def _avg_pool2(x: jax.Array) -> jax.Array:
@@ -76,7 +68,7 @@ class ResBlockUp(nn.Module):
         h = Upsample2x(self.features, self.upsample)(h)
         h = nn.relu(normalization("batch", train)(h))
         h = nn.Conv(self.features, (3, 3), padding=1)(h)
-        skip = nn.Conv(self.features, (1, 1), name="shortcut")(_nearest2x(x))
+        skip = nn.Conv(self.features, (1, 1), name="shortcut")(nearest_upsample_2x(x))
         return h + skip
 
 
