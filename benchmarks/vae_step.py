@@ -1,0 +1,594 @@
+"""Train-step throughput: the jitted animejax VAE step against the same network in PyTorch.
+
+The JAX step is built exactly as `animejax/train.py` builds it: `jax.jit` of
+`method.train_step` (uint8 images mapped to [-1, 1] inside the step) with the
+state donated, replicated/data shardings on a 1-device mesh, and the per-step
+key from a jitted `fold_in`; one fixed batch already on the device (the input
+pipeline is measured by input_pipeline.py). The PyTorch step is the same
+network written with torch.nn (NCHW, torch's native layout): 4x4 stride-2 convs
+with padding 1, LeakyReLU 0.2, Dense layers, the chosen up-sampling, a final
+3x3 conv, tanh output; the same loss (summed squared error + beta * KL, batch
+mean), Adam with the same learning rate and betas, the same EMA update and the
+same metrics (reconstruction, KL, per-pixel MSE, gradient norm). Parameter
+counts must match, and animejax's initial parameters loaded into the torch
+modules must give the same encoder and decoder outputs (printed max abs diff).
+
+Both run in one process on the same cores: `--threads N` pins the process to
+N CPUs with `sched_setaffinity` before JAX and torch are imported (XLA:CPU
+sizes its thread pools from the affinity mask) and calls
+`torch.set_num_threads(N)`; 0 (default) means every CPU the process may use.
+Timings alternate JAX and torch `--repeats` times and report medians, with the
+1-minute load average before each repeat and the cores other processes kept
+busy during each timing (from /proc/stat). On a shared machine use
+`--wait_idle=120 --max_others=0.2`: wait for a quiet moment before each
+repeat and redo repeats that other processes disturbed.
+
+  python benchmarks/vae_step.py                          # configs/vae.py: 64 px, batch 64, subpixel
+  python benchmarks/vae_step.py --variant=cpu            # configs/vae.py:cpu model at 32 px
+  python benchmarks/vae_step.py --upsample=transpose [--phase_transpose]
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python benchmarks/vae_step.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="", help="configs/vae.py variant for the model and sizes: '' or cpu.")
+    parser.add_argument("--image_size", type=int, default=None, help="Default: the config's (64; 32 for :cpu).")
+    parser.add_argument("--batch_size", type=int, default=None, help="Default: the config's (64).")
+    parser.add_argument("--upsample", choices=("subpixel", "transpose", "nearest"), default=None)
+    parser.add_argument("--steps", type=int, default=10, help="Timed steps per repeat.")
+    parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (JAX compile included).")
+    parser.add_argument("--repeats", type=int, default=3, help="Alternating JAX/torch timings; medians reported.")
+    parser.add_argument("--threads", type=int, default=0, help="CPU cores for both frameworks; 0 for all.")
+    parser.add_argument("--torch_compile", action="store_true", help="Also time torch.compile of the torch step.")
+    parser.add_argument(
+        "--torch_adam", choices=("default", "foreach", "fused"), default="default", help="torch.optim.Adam variant."
+    )
+    parser.add_argument("--no_check", action="store_true", help="Skip the forward equivalence check.")
+    parser.add_argument(
+        "--profile_top", type=int, default=0, help="After timing, trace JAX steps and print the N slowest XLA ops."
+    )
+    parser.add_argument(
+        "--phase_transpose",
+        action="store_true",
+        help="Experiment: a proposed equivalent formulation of the transpose up-sampling (see use_phase_transpose).",
+    )
+    parser.add_argument(
+        "--max_others",
+        type=float,
+        default=0.0,
+        help="Discard and redo a repeat during which other processes used more cores than this (0: keep all).",
+    )
+    parser.add_argument("--max_discarded", type=int, default=20, help="Give up discarding after this many.")
+    parser.add_argument(
+        "--wait_idle",
+        type=float,
+        default=0.0,
+        help="Before each timing, wait up to this many seconds for other processes to use < 0.2 cores.",
+    )
+    return parser.parse_args(argv)
+
+
+def pin_threads(threads: int) -> int:
+    """Restricts this process to the first `threads` CPUs (before JAX/torch start); returns the count."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads:
+        if threads > len(cpus):
+            raise SystemExit(f"--threads={threads} but only {len(cpus)} CPUs are available.")
+        cpus = cpus[:threads]
+        os.sched_setaffinity(0, cpus)
+    return len(cpus)
+
+
+class CpuMeter:
+    """CPU time other processes used during an interval, from /proc/stat minus this process's own time.
+
+    `uptime`'s load average lags by a minute; this measures the timed interval itself.
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:8]]
+        times = os.times()
+        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        return busy, times.user + times.system, time.monotonic()
+
+    def others_cores(self) -> float:
+        """Mean number of cores other processes kept busy since construction."""
+        busy, own, wall = self._snapshot()
+        busy0, own0, wall0 = self.start
+        return max(0.0, (busy - busy0) - (own - own0)) / max(wall - wall0, 1e-9)
+
+
+def machine() -> str:
+    """CPU model, CPU count and memory, from /proc (Linux)."""
+    model, memory = "unknown CPU", 0
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+        with open("/proc/meminfo") as f:
+            memory = int(next(line.split()[1] for line in f if line.startswith("MemTotal")))
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {memory / 2**20:.1f} GiB"
+
+
+def wait_idle(timeout: float, threshold: float = 0.2) -> float:
+    """Waits (in 1 s windows, up to `timeout` s) until others use < `threshold` cores; returns the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meter = CpuMeter()
+        time.sleep(1.0)
+        others = meter.others_cores()
+        if others < threshold or time.monotonic() >= deadline:
+            return others
+
+
+def load_config(variant: str, args: argparse.Namespace):
+    spec = importlib.util.spec_from_file_location("_vae_config", os.path.join(REPO, "configs", "vae.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    if args.image_size:
+        config.data.image_size = args.image_size
+    if args.batch_size:
+        config.train.batch_size = args.batch_size
+    if args.upsample:
+        config.model.upsample = args.upsample
+    return config
+
+
+# --- JAX: the step as train.py builds it ------------------------------------
+
+
+def use_phase_transpose() -> None:
+    """Experiment (--phase_transpose): animejax's "transpose" up-sampling computed as four 2x2 convolutions.
+
+    Not animejax's current code. The same parameters (names, shapes, initialisers) and the same sums as
+    nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2))): output pixel
+    (2m + a, 2n + b) only sees kernel taps (2s + a, 2r + b), s, r in {0, 1}, so each of the four output
+    phases is a 2x2 convolution of the input padded by (1 - a, a) rows and (1 - b, b) columns. Its
+    gradients are ordinary convolutions, where the lhs-dilated transposed convolution's weight gradient
+    becomes a window-reversed convolution that XLA:CPU runs as a naive loop.
+    """
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from animejax.models import autoencoder, layers
+
+    class PhaseConvTranspose(nn.Module):
+        features: int
+
+        @nn.compact
+        def __call__(self, x):
+            kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, x.shape[-1], self.features))
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+            batch, height, width, _ = x.shape
+            phases = [
+                jax.lax.conv_general_dilated(
+                    x, kernel[a::2, b::2], (1, 1), ((1 - a, a), (1 - b, b)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
+                for a in (0, 1)
+                for b in (0, 1)
+            ]
+            y = jnp.stack(phases, axis=-1).reshape(batch, height, width, self.features, 2, 2)
+            return y.transpose(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, self.features) + bias
+
+    class Upsample2x(layers.Upsample2x):  # Same class name: parameters keep their paths.
+        @nn.compact
+        def __call__(self, x):
+            if self.mode != "transpose":
+                raise ValueError("--phase_transpose applies to --upsample=transpose only.")
+            return PhaseConvTranspose(self.features, name="ConvTranspose_0")(x)
+
+    autoencoder.Upsample2x = Upsample2x
+
+
+def build_jax(config):
+    import jax
+    import jax.numpy as jnp
+
+    from animejax import methods, sharding
+    from animejax.data import pipeline
+
+    shardings = sharding.make_mesh(1)
+    method = methods.get_method(config)
+    size, batch = config.data.image_size, config.train.batch_size
+    example = jnp.zeros((batch, size, size, 3), jnp.float32)
+    state = jax.jit(method.init_state, out_shardings=shardings.replicated)(jax.random.PRNGKey(config.seed), example)
+
+    def step_fn(state, images_uint8, rng):
+        return method.train_step(state, pipeline.to_model_range(images_uint8), rng)
+
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
+        out_shardings=(shardings.replicated, shardings.replicated),
+        donate_argnums=0,
+    )
+    step_key = jax.jit(jax.random.fold_in, out_shardings=shardings.replicated)
+    return method, state, train_step, step_key, shardings
+
+
+class JaxRunner:
+    def __init__(self, config, images_nhwc):
+        import jax
+
+        from animejax import sharding
+
+        self.jax = jax
+        self.method, self.state, self.train_step, self.step_key, shardings = build_jax(config)
+        self.images = sharding.global_batch(images_nhwc, shardings)
+        self.step = 0
+
+    def run(self, steps: int) -> float:
+        jax = self.jax
+        jax.block_until_ready(self.state)
+        start = time.perf_counter()
+        state, metrics = self.state, None
+        for _ in range(steps):
+            state, metrics = self.train_step(state, self.images, self.step_key(state.rng, self.step))
+            self.step += 1
+        jax.block_until_ready((state, metrics))
+        elapsed = time.perf_counter() - start
+        self.state, self.metrics = state, metrics
+        return elapsed
+
+    def param_count(self) -> int:
+        return sum(x.size for x in self.jax.tree.leaves(self.state.params))
+
+
+# --- PyTorch: the same network ---------------------------------------------
+
+
+def build_torch_model(config):
+    import torch
+    from torch import nn
+
+    from animejax.models.autoencoder import level_channels
+
+    model, size = config.model, config.data.image_size
+    channels = level_channels(size, model.base_channels, model.max_channels)
+    variational_out = 2 * model.latent_dim
+
+    def act():
+        return nn.LeakyReLU(0.2)
+
+    enc, in_ch = [], 3
+    for ch in channels:
+        enc += [nn.Conv2d(in_ch, ch, 4, stride=2, padding=1), act()]
+        in_ch = ch
+    # Flattens channels-first (C, 4, 4); JAX flattens (4, 4, C): the same network up to a row permutation
+    # of this Dense's weight (handled by copy_jax_params).
+    enc += [nn.Flatten(), nn.Linear(4 * 4 * in_ch, variational_out)]
+
+    def upsample(cin, cout):
+        if model.upsample == "subpixel":
+            return [nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2)]
+        if model.upsample == "transpose":
+            return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)]
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1)]
+
+    rev = channels[::-1]
+    dec = [nn.Linear(model.latent_dim, 4 * 4 * rev[0]), nn.Unflatten(1, (rev[0], 4, 4)), act()]
+    in_ch = rev[0]
+    for out_ch in rev[1:] + [model.base_channels]:
+        dec += upsample(in_ch, out_ch) + [act()]
+        in_ch = out_ch
+    dec += [nn.Conv2d(in_ch, 3, 3, padding=1)]
+    return nn.Sequential(*enc), nn.Sequential(*dec), torch
+
+
+def copy_jax_params(jax_params, encoder, decoder, upsample: str) -> None:
+    """Loads animejax's parameters into the torch modules (layout conversion only)."""
+    import numpy as np
+    import torch
+
+    def convs(module_params):
+        names = sorted((k for k in module_params if k.startswith(("Conv_", "Upsample2x_"))), key=_layer_order)
+        return [module_params[n] for n in names]
+
+    def dense(kernel, rows_hwc=None, cols_hwc=None):
+        kernel = np.asarray(kernel)
+        if rows_hwc is not None:  # Input flattened (H, W, C) in JAX, (C, H, W) in torch.
+            h, w, c = rows_hwc
+            kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+        if cols_hwc is not None:  # Output reshaped to (H, W, C) in JAX, (C, H, W) in torch.
+            h, w, c = cols_hwc
+            kernel = kernel.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(-1, h * w * c)
+        return torch.from_numpy(np.ascontiguousarray(kernel.T))
+
+    def bias_chw(bias, hwc):
+        h, w, c = hwc
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(bias).reshape(h, w, c).transpose(2, 0, 1).ravel()))
+
+    enc_p, dec_p = jax_params["encoder"], jax_params["decoder"]
+    enc_convs = [m for m in encoder if isinstance(m, torch.nn.Conv2d)]
+    enc_linear = [m for m in encoder if isinstance(m, torch.nn.Linear)][0]
+    with torch.no_grad():
+        for module, p in zip(enc_convs, convs(enc_p)):
+            module.weight.copy_(torch.from_numpy(np.asarray(p["kernel"]).transpose(3, 2, 0, 1).copy()))
+            module.bias.copy_(torch.tensor(np.asarray(p["bias"])))
+        last = enc_convs[-1].out_channels
+        enc_linear.weight.copy_(dense(enc_p["Dense_0"]["kernel"], rows_hwc=(4, 4, last)))
+        enc_linear.bias.copy_(torch.tensor(np.asarray(enc_p["Dense_0"]["bias"])))
+
+        dec_linear = [m for m in decoder if isinstance(m, torch.nn.Linear)][0]
+        first = dec_linear.out_features // 16
+        dec_linear.weight.copy_(dense(dec_p["Dense_0"]["kernel"], cols_hwc=(4, 4, first)))
+        dec_linear.bias.copy_(bias_chw(dec_p["Dense_0"]["bias"], (4, 4, first)))
+        dec_layers = [m for m in decoder if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+        ups = [dec_p[k] for k in sorted((k for k in dec_p if k.startswith("Upsample2x_")), key=_layer_order)]
+        for module, p in zip(dec_layers[:-1], ups):
+            inner = next(iter(p.values()))
+            kernel = np.asarray(inner["kernel"])  # [kh, kw, in, out]
+            if upsample == "transpose":
+                # flax ConvTranspose (transpose_kernel=False) does not flip the kernel; torch's does.
+                weight = kernel[::-1, ::-1].transpose(2, 3, 0, 1)  # [in, out, kh, kw]
+            else:
+                weight = kernel.transpose(3, 2, 0, 1)
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+            module.bias.copy_(torch.tensor(np.asarray(inner["bias"])))
+        final = dec_p["Conv_0"]
+        dec_layers[-1].weight.copy_(torch.from_numpy(np.asarray(final["kernel"]).transpose(3, 2, 0, 1).copy()))
+        dec_layers[-1].bias.copy_(torch.tensor(np.asarray(final["bias"])))
+
+
+def _layer_order(name: str) -> int:
+    return int(name.rsplit("_", 1)[1])
+
+
+class TorchRunner:
+    def __init__(self, config, images_nchw, adam: str, compile_step: bool):
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(config.seed)
+        self.encoder, self.decoder, _ = build_torch_model(config)
+        self.params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        optim = config.optim
+        kwargs = {"foreach": True} if adam == "foreach" else {"fused": True} if adam == "fused" else {}
+        self.opt = torch.optim.Adam(self.params, lr=optim.learning_rate, betas=(optim.b1, optim.b2), eps=1e-8, **kwargs)
+        self.ema = [p.detach().clone() for p in self.params]
+        self.ema_decay = config.ema.decay
+        self.beta = config.model.beta
+        self.images = torch.from_numpy(images_nchw)
+        self.forward = torch.compile(self._forward) if compile_step else self._forward
+
+    def _forward(self, images_uint8):
+        torch = self.torch
+        x = images_uint8.float() / 127.5 - 1.0
+        mean, log_variance = self.encoder(x).chunk(2, dim=1)
+        latents = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+        kl = 0.5 * (mean.square() + log_variance.exp() - 1.0 - log_variance).sum(dim=1)
+        decoded = torch.tanh(self.decoder(latents))
+        squared = (decoded - x).square()
+        reconstruction = squared.flatten(1).sum(dim=1)
+        loss = (reconstruction + self.beta * kl).mean()
+        return loss, reconstruction.detach().mean(), kl.detach().mean(), squared.detach().mean()
+
+    def train_step(self):
+        torch = self.torch
+        loss, reconstruction, kl, mse = self.forward(self.images)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in self.params])))
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_mul_(self.ema, self.ema_decay)
+            torch._foreach_add_(self.ema, self.params, alpha=1.0 - self.ema_decay)
+        return {"loss": loss.detach(), "reconstruction": reconstruction, "kl": kl, "mse": mse, "grad_norm": grad_norm}
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            metrics = self.train_step()
+        float(metrics["loss"])  # CPU eager is synchronous; this only makes the end explicit.
+        return time.perf_counter() - start
+
+    def param_count(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+
+def check_equivalence(jax_runner: JaxRunner, torch_runner: TorchRunner, config, images_nhwc) -> tuple[float, float]:
+    """Max abs differences of the encoder and decoder outputs with animejax's initial parameters loaded into torch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from animejax.data.pipeline import to_model_range
+    from animejax.models.autoencoder import AutoEncoder
+
+    method = jax_runner.method
+    params = jax.tree.map(np.asarray, jax_runner.state.params)
+    enc, dec, _ = build_torch_model(config)
+    copy_jax_params(params, enc, dec, config.model.upsample)
+    x = to_model_range(images_nhwc[:8])
+    mean, _ = method.model.apply({"params": params}, jnp.asarray(x), method=AutoEncoder.encode)
+    raw = method.model.apply({"params": params}, mean, method=AutoEncoder.decode)
+    with torch.no_grad():
+        t_mean = enc(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).chunk(2, dim=1)[0]
+        t_raw = dec(torch.from_numpy(np.array(mean))).permute(0, 2, 3, 1)
+    return float(np.abs(np.asarray(mean) - t_mean.numpy()).max()), float(np.abs(np.asarray(raw) - t_raw.numpy()).max())
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    threads = pin_threads(args.threads)
+    if args.profile_top:  # Names each XLA:CPU thunk in the profiler trace; must precede the backend's start.
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    import flax
+    import jax
+    import jaxlib
+
+    sys.path.insert(0, REPO)
+    config = load_config(args.variant, args)
+    size, batch, model = config.data.image_size, config.train.batch_size, config.model
+    rng = np.random.default_rng(0)
+    images_nhwc = rng.integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    images_nchw = np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2))
+
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} {machine()}, "
+        f"{threads} thread(s); jax {jax.__version__}, jaxlib {jaxlib.__version__}, flax {flax.__version__}, "
+        f"torch {torch.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    print(
+        f"# model: configs/vae.py{':' + args.variant if args.variant else ''} latent {model.latent_dim}, "
+        f"base {model.base_channels}, max {model.max_channels}, {model.upsample}; {size} px, batch {batch}, "
+        f"lr {config.optim.learning_rate}; torch Adam {args.torch_adam}"
+        + ("; JAX transposed conv: phase-split experiment (--phase_transpose)" if args.phase_transpose else "")
+    )
+
+    if args.phase_transpose:
+        use_phase_transpose()
+    jax_runner = JaxRunner(config, images_nhwc)
+    runners = {"animejax": jax_runner, "torch eager": TorchRunner(config, images_nchw, args.torch_adam, False)}
+    if args.torch_compile:
+        runners["torch.compile"] = TorchRunner(config, images_nchw, args.torch_adam, True)
+    counts = {name: r.param_count() for name, r in runners.items()}
+    print(f"# parameters: {counts}")
+    if len(set(counts.values())) != 1:
+        raise SystemExit(f"Parameter counts differ: {counts}")
+    if not args.no_check:
+        enc, dec = check_equivalence(jax_runner, runners["torch eager"], config, images_nhwc)
+        print(f"# forward check, animejax params loaded into torch: max abs diff encoder {enc:.1e}, decoder {dec:.1e}")
+
+    for name, runner in runners.items():
+        start = time.perf_counter()
+        runner.run(args.warmup)
+        print(f"# warm-up {name}: {args.warmup} steps in {time.perf_counter() - start:.1f} s")
+
+    results = {name: [] for name in runners}
+    loads, others, discarded = [], [], 0
+    while len(results["animejax"]) < args.repeats:
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
+        load = os.getloadavg()[0]
+        rates, busy = {}, {}
+        for name, runner in runners.items():
+            meter = CpuMeter()
+            rates[name] = args.steps * batch / runner.run(args.steps)
+            busy[name] = meter.others_cores()
+        line = ", ".join(f"{name} {rates[name]:.1f} img/s (others {busy[name]:.2f} cores)" for name in runners)
+        if args.max_others and max(busy.values()) > args.max_others and discarded < args.max_discarded:
+            discarded += 1
+            print(f"# discarded (other processes busy): load {load:.2f}; {line}")
+            continue
+        loads.append(load)
+        others.extend(busy.values())
+        for name in runners:
+            results[name].append(rates[name])
+        print(f"# repeat {len(results['animejax'])}: load {load:.2f}; {line}")
+    medians = {name: statistics.median(v) for name, v in results.items()}
+    ratio = medians["animejax"] / medians["torch eager"]
+    per_repeat = statistics.median(a / t for a, t in zip(results["animejax"], results["torch eager"]))
+
+    header = "| model | px | batch | upsample | params | threads | animejax img/s | torch eager img/s | ratio |"
+    row = (
+        f"| vae{':' + args.variant if args.variant else ''} | {size} | {batch} | {model.upsample} | "
+        f"{counts['animejax']:,} | {threads} | {medians['animejax']:.1f} | {medians['torch eager']:.1f} | "
+        f"{ratio:.2f} |"
+    )
+    if "torch.compile" in medians:
+        header += " torch.compile img/s |"
+        row += f" {medians['torch.compile']:.1f} |"
+    header += " load (1 min) | others' CPU (cores) |"
+    row += f" {min(loads):.2f}-{max(loads):.2f} | {min(others):.2f}-{max(others):.2f} |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    print(row)
+    print(
+        f"# animejax/torch eager: {ratio:.2f} (median of per-repeat ratios {per_repeat:.2f}); "
+        f"{args.repeats} repeats x {args.steps} steps; {discarded} repeats discarded as contended"
+    )
+    if args.profile_top:
+        profile_jax(jax_runner, args)
+
+
+def profile_jax(runner: JaxRunner, args: argparse.Namespace) -> None:
+    """Prints the `--profile_top` XLA ops taking the most time per JAX step, from a jax.profiler trace."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import shutil
+    import tempfile
+
+    import jax
+
+    hlo = runner.train_step.lower(runner.state, runner.images, jax.random.PRNGKey(0)).compile().as_text()
+    ops, bodies, current = {}, collections.defaultdict(list), None
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            current = line.split()[0].lstrip("%")  # A computation's header.
+            continue
+        name, sep, rest = line.strip().removeprefix("ROOT ").partition(" = ")
+        if sep:
+            ops[name.lstrip("%")] = rest.split(", metadata=")[0]
+            bodies[current].append(rest.split(", metadata=")[0])
+
+    def describe(op: str) -> str:
+        """The op's shape, and for a fusion the convolution or dot it wraps."""
+        text = ops[op]
+        shape = text.split(" ")[0]
+        called = text.split("calls=%")[1].split(",")[0] if "calls=%" in text else ""
+        for inner in bodies.get(called, []):
+            if " convolution(" in inner or " dot(" in inner:
+                kind = "convolution" if " convolution(" in inner else "dot"
+                return f"{shape} = {kind}: {inner.split('), ', 1)[1] if '), ' in inner else inner}"
+        return text
+
+    if args.wait_idle:
+        wait_idle(args.wait_idle)
+    folder = tempfile.mkdtemp(prefix="vae_step_trace_")
+    try:
+        meter = CpuMeter()
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            runner.run(args.steps)
+        others = meter.others_cores()
+        (path,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    total = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event.get("name") in ops:
+            total[event["name"]] += event["dur"]
+    step_ms = sum(total.values()) / 1e3 / args.steps
+    print(
+        f"# profile: {args.steps} traced steps (others {others:.2f} cores); XLA ops sum to {step_ms:.1f} ms/step "
+        "over all threads (independent ops run concurrently)"
+    )
+    print("| ms/step | XLA op | HLO |")
+    print("|---|---|---|")
+    for name, micros in total.most_common(args.profile_top):
+        print(f"| {micros / 1e3 / args.steps:.1f} | {name} | `{describe(name)[:140]}` |")
+
+
+if __name__ == "__main__":
+    main()
