@@ -232,10 +232,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
                     method.on_log(step, scalars)
                 writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
                 interval_start, interval_steps = time.monotonic(), 0
+            side_work_start = time.monotonic()  # Grids and evals below do not count in images/s.
             if step % train.sample_every == 0 or step == train.num_steps:
                 write_grids(writer, workdir, step, preview(state, preview_images, preview_rng), config.sample.grid_size)
             if in_training_eval and (step % config.eval.every_steps == 0 or step == train.num_steps):
                 in_training_eval(step, state)
+            interval_start += time.monotonic() - side_work_start
             if due_checkpoint or stop.signal_name:
                 run.checkpointer.save(step, state, force=True)
             if stop.signal_name:
