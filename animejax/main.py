@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from animejax import xla_flags
+
 MODES = ("train", "sample", "eval")
 
 FLAGS = flags.FLAGS
@@ -50,20 +52,6 @@ class _QuietLibraries:
         return record.levelno >= std_logging.WARNING or not any(q in record.pathname for q in self.QUIET)
 
 
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK, which is slow on the weight gradients of convolutions;
-# Eigen's path is 1.7x faster on the VAE step (BENCHMARKS.md, "Foundation"). Only the versions where this
-# experimental flag was measured get it, and a flag the user set wins.
-_CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-
-
-def _set_default_xla_flags() -> None:
-    from jaxlib import version as jaxlib_version  # Light: does not start a backend.
-
-    flags_now = os.environ.get("XLA_FLAGS", "")
-    if jaxlib_version.__version__.startswith("0.10.") and "ynn_fusion_type" not in flags_now:
-        os.environ["XLA_FLAGS"] = f"{flags_now} {_CPU_CONV_FLAG}".strip()
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -71,7 +59,7 @@ def main(argv):
         raise app.UsageError("--workdir is required.")
     config = _load_config(FLAGS.workdir)
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    _set_default_xla_flags()
+    xla_flags.set_defaults()
     import jax
 
     if FLAGS.distributed or FLAGS.coordinator_address:

@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=250)
     parser.add_argument("--image_size", type=int, default=64, help="Side of the input images before the resize.")
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu or cuda.")
+    parser.add_argument("--xla_defaults_off", action="store_true", help="Skip animejax's default XLA flags.")
     return parser.parse_args(argv)
 
 
@@ -120,6 +121,10 @@ def time_jax(state_dict: dict, images: np.ndarray, batch_size: int) -> tuple[flo
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if not args.xla_defaults_off:  # Measure what `animejax --mode=eval` runs.
+        from animejax import xla_flags
+
+        xla_flags.set_defaults()
     import jax
     import torch
 
@@ -134,7 +139,8 @@ def main(argv=None) -> None:
     print(f"# FID features, {args.num_images} images of {args.image_size} px ({where}), batch {args.batch_size}")
     print(
         f"date {datetime.date.today()} | {platform.machine()} | load {os.getloadavg()[0]:.1f} | "
-        f"jax {jax.__version__} on {jax.devices()[0].platform} | torch {torch.__version__} on {device}"
+        f"jax {jax.__version__} on {jax.devices()[0].platform} | torch {torch.__version__} on {device} | "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     print(f"max |animejax - pytorch-fid| / max |features| = {np.abs(jax_first - torch_first).max() / scale:.2e}")
     print("| network | images/s |")
