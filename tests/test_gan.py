@@ -17,6 +17,7 @@ from animejax.methods import gan
 from animejax.models import dcgan, resdcgan
 from animejax.progress_gif import progress_gif
 from tests.conftest import REPO
+from tests.test_train import init_and_step
 
 GAN_METHODS = ("dcgan", "resdcgan", "resdcgan_cycle", "wgan_gp")
 
@@ -270,28 +271,10 @@ def test_diffaugment_policy_is_differentiable_and_validated():
 # --- methods --------------------------------------------------------------------------------------------------
 
 
-def _init_and_step(config, num_devices: int):
-    """(method, initial state, jitted step) on a mesh of `num_devices`, as train.py builds them."""
-    shardings = sharding.make_mesh(num_devices)
-    method = methods.get_method(config)
-    images = decode_cache.cached_images(pipeline.make_source(config.data), config.data.cache_dir)
-    dataset = pipeline.batch_dataset(images, config.train.batch_size, config.seed, config.data.random_flip)
-    state = jax.jit(method.init_state, out_shardings=shardings.replicated)(
-        jax.random.PRNGKey(0), pipeline.to_model_range(dataset[0])
-    )
-    step = jax.jit(
-        lambda s, b, r: method.train_step(s, pipeline.to_model_range(b), r),
-        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
-        out_shardings=(shardings.replicated, shardings.replicated),
-        donate_argnums=0,
-    )
-    return method, state, step, dataset, shardings
-
-
 @pytest.mark.parametrize("name", GAN_METHODS)
 def test_each_method_trains_100_steps(name, cache_dir):
     config = tiny_config(name, cache_dir)
-    method, state, step, dataset, shardings = _init_and_step(config, 1)
+    method, state, step, dataset, shardings = init_and_step(config, 1)
     before = jax.device_get(state)
     history = []
     for i in range(config.train.num_steps):
@@ -338,7 +321,7 @@ def test_eight_devices_match_one_device(name, cache_dir):
     results = []
     for devices in (1, 8):
         config = tiny_config(name, cache_dir)
-        method, state, step, dataset, shardings = _init_and_step(config, devices)
+        method, state, step, dataset, shardings = init_and_step(config, devices)
         history, states = [], []
         for i in range(2):  # Two steps: Adam's second update depends on gradient magnitudes, not only signs.
             state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(7 + i))
@@ -473,7 +456,7 @@ def test_checkpoint_round_trip_of_a_state_with_empty_subtrees(tmp_path, cache_di
 def test_sample_returns_grid_strip_and_individual_images(cache_dir):
     config = tiny_config("dcgan", cache_dir)
     config.sample.interpolation = "lerp"
-    method, state, _, _, _ = _init_and_step(config, 1)
+    method, state, _, _, _ = init_and_step(config, 1)
     out = method.sample(state, iter([]), jax.random.PRNGKey(0))
     assert out["samples"].shape == (16, 32, 32, 3)
     assert out["interpolations"].shape == (

@@ -223,8 +223,8 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert result.returncode != 0 and "No checkpoint under" in result.stderr
 
 
-def _run_steps(config, num_devices: int, steps: int = 3):
-    """Runs `steps` jitted train steps on a mesh of `num_devices`; returns (losses, params)."""
+def init_and_step(config, num_devices: int):
+    """(method, initial state, jitted step, batches, shardings) on `num_devices` devices, as train.py builds them."""
     shardings = sharding.make_mesh(num_devices)
     method = methods.get_method(config)
     images, _ = pipeline.load_images(config.data)
@@ -236,7 +236,14 @@ def _run_steps(config, num_devices: int, steps: int = 3):
         lambda s, b, r: method.train_step(s, pipeline.to_model_range(b), r),
         in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
         out_shardings=(shardings.replicated, shardings.replicated),
+        donate_argnums=0,
     )
+    return method, state, step, dataset, shardings
+
+
+def _run_steps(config, num_devices: int, steps: int = 3):
+    """Runs `steps` jitted train steps on a mesh of `num_devices`; returns (losses, params)."""
+    _, state, step, dataset, shardings = init_and_step(config, num_devices)
     losses = []
     for i in range(steps):
         state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
