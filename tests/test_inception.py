@@ -134,11 +134,37 @@ def test_features_match_pytorch_fid(torch_fid):
 
 
 def test_variable_names_match_the_checkpoint(torch_fid):
-    """Every conv/BN tensor of the released layout has a Flax variable of the right shape, and no more."""
+    """Every conv/BN tensor of the released layout has the Flax variable of its name and shape, and no more.
+
+    The expected Flax tree is spelled out here from the PyTorch names and layouts (conv OIHW -> HWIO kernel,
+    BN weight/bias -> params scale/bias, running mean/var -> batch_stats mean/var), independently of the
+    converter's own table.
+    """
     _, state, _ = torch_fid
-    used = {k for k in state if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
-    flat = inception_weights._flatten(jax.tree.map(np.shape, inception.variable_shapes()))
-    assert len(flat) == len(used) == 94 * 5  # 94 BasicConv2d: conv kernel + 4 BN tensors each.
+    leaf_names = {
+        "conv.weight": ("params", "conv", "kernel"),
+        "bn.weight": ("params", "bn", "scale"),
+        "bn.bias": ("params", "bn", "bias"),
+        "bn.running_mean": ("batch_stats", "bn", "mean"),
+        "bn.running_var": ("batch_stats", "bn", "var"),
+    }
+    expected = {}
+    for name, tensor in state.items():
+        if name.startswith("fc.") or name.endswith("num_batches_tracked"):
+            continue
+        *module, layer, leaf = name.split(".")
+        collection, flax_layer, flax_leaf = leaf_names[f"{layer}.{leaf}"]
+        shape = tuple(tensor.shape)
+        if flax_leaf == "kernel":
+            shape = (shape[2], shape[3], shape[1], shape[0])
+        expected["/".join((collection, *module, flax_layer, flax_leaf))] = shape
+    actual = {
+        "/".join(str(k.key) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(inception.variable_shapes())
+    }
+    assert len(expected) == 94 * 5  # 94 BasicConv2d: conv kernel + 4 BN tensors each.
+    assert sorted(actual.keys() - expected.keys()) == [] and sorted(expected.keys() - actual.keys()) == []
+    assert {k: v for k, v in actual.items() if expected[k] != v} == {}
 
 
 def test_pools_match_torch():

@@ -15,6 +15,7 @@ import pytest
 
 from animejax import checkpoint, methods, sharding, train
 from animejax.data import pipeline
+from tests import device_equality
 from tests.conftest import REPO, subprocess_env
 
 
@@ -241,24 +242,25 @@ def init_and_step(config, num_devices: int):
     return method, state, step, dataset, shardings
 
 
-def _run_steps(config, num_devices: int, steps: int = 3):
-    """Runs `steps` jitted train steps on a mesh of `num_devices`; returns (losses, params)."""
-    _, state, step, dataset, shardings = init_and_step(config, num_devices)
-    losses = []
-    for i in range(steps):
-        state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
-        losses.append(float(metrics["train/loss"]))
-    return losses, jax.device_get(state.params)
-
-
 def test_eight_devices_match_one_device(cache_dir):
+    """Three steps on 8 devices equal three on 1: metrics, gradients, parameters; see tests/device_equality.py."""
     assert len(jax.devices()) == 8, "conftest sets 8 simulated CPU devices"
     config = tiny_config(cache_dir)
-    losses_1, params_1 = _run_steps(config, 1)
-    losses_8, params_8 = _run_steps(config, 8)
-    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(params_1), jax.tree.leaves(params_8)):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    optim = config.optim
+    network = device_equality.Network("params", "opt_state", optim.learning_rate, optim.b1, optim.b2, "ema_params")
+    runs = []
+    for devices in (1, 8):
+        _, state, step, dataset, shardings = init_and_step(config, devices)
+        history, states = [], []
+        for i in range(3):
+            state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
+            history.append(metrics)
+            states.append(jax.device_get(state))
+        runs.append((jax.device_get(history), states))
+    (history_1, states_1), (history_8, states_8) = runs
+    device_equality.assert_metrics_agree(history_1, history_8)
+    for step, (state_1, state_8) in enumerate(zip(states_1, states_8), start=1):
+        device_equality.assert_networks_agree(state_1, state_8, [network], step)
 
 
 def test_vae_learns_on_real_faces(shared_faces, cache_dir, tmp_path):

@@ -75,12 +75,12 @@ class AutoencoderMethod:
 
     def encode_mean(self, params, images: jax.Array) -> jax.Array:
         """The deterministic code of images: the posterior mean for the VAE. [B, latent_dim]."""
-        code = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+        code = self.model.apply({"params": params}, images, method="encode")
         return code[0] if self.variational else code
 
     def decode(self, params, latents: jax.Array) -> jax.Array:
         """Latents [B, D] -> images [B, S, S, 3] in [-1, 1]."""
-        raw = self.model.apply({"params": params}, latents, method=AutoEncoder.decode)
+        raw = self.model.apply({"params": params}, latents, method="decode")
         return jnp.tanh(raw) if self.reconstruction == "mse" else 2.0 * jax.nn.sigmoid(raw) - 1.0
 
     # --- objective ------------------------------------------------------
@@ -93,14 +93,14 @@ class AutoencoderMethod:
     def loss(self, params, images: jax.Array, rng: jax.Array):
         """Mean over the batch of reconstruction (+ beta * KL); returns (loss, metrics)."""
         if self.variational:
-            mean, log_variance = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+            mean, log_variance = self.model.apply({"params": params}, images, method="encode")
             noise = jax.random.normal(rng, mean.shape, mean.dtype)
             latents = mean + jnp.exp(0.5 * log_variance) * noise
             kl = losses.gaussian_kl(mean, log_variance)
         else:
-            latents = self.model.apply({"params": params}, images, method=AutoEncoder.encode)
+            latents = self.model.apply({"params": params}, images, method="encode")
             kl = jnp.zeros(images.shape[0])
-        raw = self.model.apply({"params": params}, latents, method=AutoEncoder.decode)
+        raw = self.model.apply({"params": params}, latents, method="decode")
         reconstruction = self._reconstruction_loss(raw, images)
         loss = jnp.mean(reconstruction + self.beta * kl)
         decoded = jnp.tanh(raw) if self.reconstruction == "mse" else 2.0 * jax.nn.sigmoid(raw) - 1.0
