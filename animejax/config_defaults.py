@@ -1,8 +1,9 @@
-"""The shared base config every file under `configs/` builds on.
+"""Every config default in one place: the base groups, the `:quick` and `:cpu` variants, the model families.
 
 Groups: data, train (batch, steps, logging and checkpoint cadence), optim,
-ema, sample, eval, checkpoint, mesh. Model files add `config.model` and
-`config.method` and override what differs.
+ema, sample, eval, checkpoint, mesh; GANs add `gan` and `optim_d`. A file
+under `configs/` calls one family builder (`autoencoder_config`,
+`gan_config`) and sets only what its model changes.
 """
 
 import ml_collections
@@ -56,8 +57,21 @@ def base_config() -> ml_collections.ConfigDict:
     sample.num_interpolations = 8  # Rows of the interpolation grid.
     sample.interpolation_steps = 8
     sample.use_ema = True
+    sample.num_individual = 1_000  # Single PNGs written by --mode=sample, for pytorch-fid, clean-fid and reports.
 
-    config.eval = evaluation = ml_collections.ConfigDict()
+    config.eval = eval_group()
+
+    config.checkpoint = ckpt = ml_collections.ConfigDict()
+    ckpt.max_to_keep = 3
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.num_devices = 0  # 0 uses every device; otherwise the first n.
+    return config
+
+
+def eval_group() -> ml_collections.ConfigDict:
+    """`config.eval`: sample-quality metrics, their budgets and files, and the in-training evaluation."""
+    evaluation = ml_collections.ConfigDict()
     # --mode=eval: sample-quality metrics of the (EMA) generator against the configured dataset.
     evaluation.metrics = ("fid", "kid", "swd", "detection")
     evaluation.num_images = 50_000  # Generated images for FID/KID, as in the papers.
@@ -65,14 +79,14 @@ def base_config() -> ml_collections.ConfigDict:
     evaluation.batch_size = 250  # Global; split over the devices.
     evaluation.fid_resize = "pytorch_fid"  # pytorch_fid (bilinear, as pytorch-fid) | clean (clean-fid's antialias).
     evaluation.inception_path = ""  # Local pt_inception-2015-12-05-6726825d.pth; empty downloads it once.
-    evaluation.weights_cache_dir = ""  # Empty: ~/.cache/animejax/weights.
+    evaluation.weights_cache_dir = ""  # Empty: $XDG_CACHE_HOME/animejax/weights (~/.cache/animejax/weights).
     evaluation.stats_cache_dir = ""  # Reference statistics; empty: ~/.cache/animejax/fid_stats.
     evaluation.reference_stats = ""  # An npz with mu/sigma (pytorch-fid's format) to use instead of the dataset's.
     evaluation.kid_num_images = 10_000  # Features per set kept for KID.
     evaluation.kid_subsets = 100
     evaluation.kid_subset_size = 1_000
     evaluation.swd_num_images = 10_000
-    evaluation.detection_num_images = 1_000  # As the StyleGAN2 seed project (rate 0.697).
+    evaluation.detection_num_images = 1_000  # As the anime-face StyleGAN2 course benchmark (rate 0.697).
     evaluation.detector_path = ""  # Local lbpcascade_animeface.xml; empty downloads it once.
     evaluation.detector_scale_factor = 1.1
     evaluation.detector_min_neighbors = 3
@@ -84,13 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
     evaluation.best_metric = "fid"  # Lower is better; the best checkpoint is kept under workdir/best.
     # Reconstruction/loss evaluation on training images (autoencoder, VAE).
     evaluation.loss_num_images = 2_048
-
-    config.checkpoint = ckpt = ml_collections.ConfigDict()
-    ckpt.max_to_keep = 3
-
-    config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.num_devices = 0  # 0 uses every device; otherwise the first n.
-    return config
+    return evaluation
 
 
 def apply_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -103,6 +111,7 @@ def apply_quick(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.sample_every = 150
     config.train.checkpoint_every = 100
     config.sample.latent_stats_images = 512
+    config.sample.num_individual = 64
     config.eval.loss_num_images = 256
     # Offline: only the metric that needs no downloaded weights (add fid, kid, detection with their files).
     config.eval.metrics = ("swd",)
@@ -124,6 +133,7 @@ def apply_cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.sample_every = 500
     config.train.checkpoint_every = 500
     config.sample.latent_stats_images = 2_048
+    config.sample.num_individual = 256
     config.eval.num_images = config.eval.swd_num_images = 2_048
     config.eval.every_steps = 1_000
     config.eval.train_num_images = 1_024
@@ -134,3 +144,189 @@ def check_variant(variant: str, known: tuple[str, ...], path: str) -> None:
     """Raises a clear error for a `configs/x.py:variant` that the file does not define."""
     if variant and variant not in known:
         raise ConfigError(f"Unknown variant {variant!r} for {path}; choose one of {', '.join(known)} or none.")
+
+
+def _apply_variant(config: ml_collections.ConfigDict, variant: str, sizes: dict[str, dict]) -> None:
+    """Applies `:quick` or `:cpu` and that variant's model sizes (`sizes[variant]`, fields of config.model)."""
+    if variant == "quick":
+        apply_quick(config)
+    elif variant == "cpu":
+        apply_cpu(config)
+    for field, value in sizes.get(variant, {}).items():
+        config.model[field] = value
+
+
+# --- autoencoders -------------------------------------------------------------------------------------------
+
+AUTOENCODER_SIZES = {
+    "quick": {"latent_dim": 32, "base_channels": 16, "max_channels": 64},
+    "cpu": {"latent_dim": 64, "base_channels": 32, "max_channels": 128},
+}
+
+
+def autoencoder_config(method: str, variant: str, beta: float) -> ml_collections.ConfigDict:
+    """The convolutional autoencoder (`method="autoencoder"`, beta 0) or VAE (`"vae"`) at 64 px."""
+    config = base_config()
+    config.method = method
+    config.model = model = ml_collections.ConfigDict()
+    model.arch = "conv"  # animejax.models.AUTOENCODER_ARCHS.
+    model.latent_dim = 128
+    model.base_channels = 32
+    model.max_channels = 256
+    model.upsample = "subpixel"  # subpixel | transpose | nearest
+    model.reconstruction = "mse"  # mse | bce
+    model.beta = beta  # Weight of the KL term (0 for the plain autoencoder).
+    config.optim.learning_rate = 1e-3
+    _apply_variant(config, variant, AUTOENCODER_SIZES)
+    return config
+
+
+# --- GANs ---------------------------------------------------------------------------------------------------
+
+
+def _gan_groups(config: ml_collections.ConfigDict) -> None:
+    """`config.gan` and `config.optim_d`, with DCGAN's optimizer (Adam 2e-4, b1 0.5) for G and D."""
+    config.gan = gan = ml_collections.ConfigDict()
+    gan.n_critic = 1  # Discriminator updates per generator update, all inside one train step.
+    gan.gp_weight = 0.0  # WGAN-GP's lambda (10 in Gulrajani et al.); used by wgan_gp.
+    gan.cycle_lambda = 0.0  # Weight of |E(G(z)) - z|_1 (mean over latent dims) in G's and E's loss.
+    gan.cycle_image_lambda = 0.0  # Weight of |G(E(x)) - x|_1 (mean over pixels) on real images.
+    gan.diffaugment = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"; "" disables.
+    gan.sample_batch_statistics = False  # Sample with batch statistics (PyTorch DCGAN's train-mode G) or EMA'd running.
+    gan.stall_d_real_above = 0.95  # Stall warning: mean D(real) above this...
+    gan.stall_d_fake_below = 0.05  # ...and mean D(fake) below this...
+    gan.stall_patience = 10  # ...for this many consecutive log steps (0 disables).
+
+    config.optim.learning_rate = 2e-4
+    config.optim.b1 = 0.5
+    config.optim.b2 = 0.999
+    config.optim_d = ml_collections.ConfigDict(config.optim.to_dict())
+
+    config.ema.decay = 0.999
+    config.ema.warmup = True  # Decay min(decay, (1 + step) / (10 + step)): the EMA follows G early on.
+    config.sample.interpolation = "slerp"  # slerp | lerp between latent pairs.
+
+
+def dcgan_model_config() -> ml_collections.ConfigDict:
+    """`config.model` of the DCGAN family at the paper's 64 px sizes (models/dcgan.py)."""
+    model = ml_collections.ConfigDict()
+    model.arch = "dcgan"  # animejax.models.GAN_ARCHS; every GAN method takes either family.
+    model.latent_dim = 100
+    model.g_channels = 64  # G's channels at S/2 (ngf); doubled per lower level.
+    model.d_channels = 64  # D's channels at S/2 (ndf); doubled per lower level.
+    model.upsample = "transpose"  # transpose (the paper) | subpixel (fast on XLA:CPU) | nearest.
+    model.d_normalization = "batch"  # batch | layer | none (never on D's first level).
+    model.init_std = 0.02  # Kernels ~ N(0, std), norm scales ~ N(1, std); 0 keeps Flax's initialisers.
+    return model
+
+
+def resdcgan_model_config() -> ml_collections.ConfigDict:
+    """`config.model` of the residual family (models/resdcgan.py)."""
+    model = ml_collections.ConfigDict()
+    model.arch = "resdcgan"
+    model.latent_dim = 128
+    model.g_channels = 64  # G's channels at full resolution; doubled per lower level up to max_channels.
+    model.d_channels = 64  # D's and E's channels at S/2; doubled per lower level up to max_channels.
+    model.max_channels = 512
+    model.upsample = "nearest"  # Up-sampling in G's residual main path: nearest | subpixel | transpose.
+    model.d_normalization = "none"  # batch | layer | none.
+    model.spectral_norm = True  # Spectral norm on every D convolution and its logit layer.
+    model.init_std = 0.0  # Flax's initialisers.
+    return model
+
+
+GAN_MODELS = {"dcgan": dcgan_model_config, "resdcgan": resdcgan_model_config}
+# `:cpu` uses sub-pixel up-sampling for DCGAN: its weight gradient is about 10x faster than a transposed
+# convolution's on XLA:CPU (BENCHMARKS.md, "GAN train steps").
+GAN_SIZES = {
+    "dcgan": {
+        "quick": {"g_channels": 16, "d_channels": 16},
+        "cpu": {"g_channels": 32, "d_channels": 32, "upsample": "subpixel"},
+    },
+    "resdcgan": {
+        "quick": {"latent_dim": 64, "g_channels": 16, "d_channels": 16, "max_channels": 64},
+        "cpu": {"latent_dim": 128, "g_channels": 32, "d_channels": 32, "max_channels": 128},
+    },
+}
+
+
+def gan_config(method: str, arch: str, variant: str) -> ml_collections.ConfigDict:
+    """A GAN method's config: the base groups, the GAN groups, and the `arch` family's networks at 64 px."""
+    config = base_config()
+    config.method = method
+    _gan_groups(config)
+    config.model = GAN_MODELS[arch]()
+    _apply_variant(config, variant, GAN_SIZES[arch])
+    return config
+
+
+# --- diffusion ----------------------------------------------------------------------------------------------
+
+DIFFUSION_SIZES = {
+    # A small UNet at 32 px: about 1.4M parameters, attention at 16x16 and 8x8.
+    "quick": {
+        "base_channels": 32,
+        "channel_multipliers": (1, 2, 2),
+        "num_res_blocks": 1,
+        "attention_resolutions": (8,),
+        "num_groups": 8,
+    },
+    "cpu": {
+        "base_channels": 32,
+        "channel_multipliers": (1, 2, 2),
+        "num_res_blocks": 2,
+        "attention_resolutions": (16, 8),
+        "num_groups": 8,
+    },
+    # 128 px: one more level, attention at 16x16 and 8x8.
+    "128": {"channel_multipliers": (1, 1, 2, 3, 4), "attention_resolutions": (16, 8)},
+}
+
+
+def diffusion_config(variant: str) -> ml_collections.ConfigDict:
+    """DDPM (Ho et al. 2020) with an attention UNet at 64 px; `:128`, `:quick` and `:cpu` variants."""
+    config = base_config()
+    config.method = "ddpm"
+    config.model = model = ml_collections.ConfigDict()
+    model.arch = "unet"  # animejax.models.DENOISER_ARCHS.
+    model.base_channels = 128
+    model.channel_multipliers = (1, 2, 3, 4)  # Per level, from full resolution down (64, 32, 16, 8 at 64 px).
+    model.num_res_blocks = 2
+    model.attention_resolutions = (16,)  # Feature-map sizes (pixels) with self-attention.
+    model.dropout = 0.1
+    model.num_groups = 32
+    model.num_heads = 1
+    model.dtype = "float32"  # float32 | bfloat16 (bf16 activations and matmuls; float32 params, norms and loss).
+
+    config.diffusion = diffusion = ml_collections.ConfigDict()
+    diffusion.schedule = "linear"  # linear (1e-4 to 0.02) | cosine (Nichol and Dhariwal).
+    diffusion.num_timesteps = 1000
+    diffusion.target = "epsilon"  # epsilon | v | x0: what the network predicts.
+    diffusion.min_snr_gamma = 0.0  # Min-SNR-gamma loss weighting (Hang et al.: 5); 0 is Ho et al.'s plain MSE.
+    diffusion.clip_x0 = True  # Clip the predicted x0 to [-1, 1] while sampling.
+
+    config.optim.learning_rate = 2e-4
+    config.optim.warmup_steps = 5_000
+    config.optim.grad_clip_norm = 1.0
+    config.ema.decay = 0.9999
+    config.ema.warmup = True
+    config.sample.sampler = "ddim"  # Previews and --mode=sample: ddpm | ddim | dpm_solver++.
+    config.sample.sampler_steps = 100
+    config.sample.eta = 0.0  # DDIM's stochasticity (0: deterministic).
+    config.sample.sampler_rows = "ddpm:1000,ddim:100,ddim:20,dpm_solver++:20,dpm_solver++:10"
+    config.sample.strip_rows = 4  # Images in the noising and denoising strips...
+    config.sample.strip_columns = 10  # ...and their points in time.
+    config.eval.sampler = "dpm_solver++"  # What metrics score (in-training FID included): few steps.
+    config.eval.sampler_steps = 25
+    if variant == "128":
+        config.data.image_size = 128
+    _apply_variant(config, variant, DIFFUSION_SIZES)
+    if variant in ("quick", "cpu"):
+        config.optim.learning_rate = 1e-3
+        config.optim.warmup_steps = 100
+        config.ema.decay = 0.999
+        config.model.dropout = 0.0
+        config.sample.sampler_steps = 20
+        config.sample.sampler_rows = "ddim:50,ddim:20,dpm_solver++:20,dpm_solver++:10"
+        config.eval.batch_size = 64
+    return config

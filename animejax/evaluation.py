@@ -1,12 +1,13 @@
-"""Sample-quality evaluation: FID, KID, SWD and face-detection rate of a generator.
+"""Sample-quality evaluation of a generator: runs the metrics of `animejax.metrics.registry` on its samples.
 
 Generated images come straight from the method's jitted `generate` (no PNG
-round trip; quantised to 8-bit levels like saved images). Inception features
-are computed on device, batched and sharded over the mesh; statistics are
-accumulated in float64 on the host. Reference statistics of the dataset are
-computed once and cached in an npz keyed by dataset, resolution, image count
-and preprocessing. Every report says what it computed: image counts, resize,
-weights and detector settings.
+round trip; quantised to 8-bit levels like saved images) and are handed to each
+metric batch by batch. Inception features are computed on device, batched and
+sharded over the mesh; statistics are accumulated in float64 on the host.
+Reference statistics of the dataset are computed once and cached in an npz keyed
+by dataset, resolution, image count and preprocessing. Every report says what it
+computed: image counts, and the resize, weights and detector settings the
+metrics used.
 """
 
 from __future__ import annotations
@@ -24,18 +25,14 @@ import numpy as np
 from animejax import sharding
 from animejax.data import pipeline
 from animejax.errors import ConfigError, UserError
-from animejax.metrics import fid, inception_weights, kid, resize, swd
+from animejax.metrics import detection, fid, registry, resize
+from animejax.pretrained import inception as pretrained_inception
 
-METRICS = ("fid", "kid", "swd", "detection")
+METRICS = registry.METRICS  # ("fid", "kid", "swd", "detection")
 
 
 class NotEnoughImagesError(UserError):
     """A metric asked for more real images than the dataset holds."""
-
-
-def budget_name(count: int) -> str:
-    """50000 -> '50k', 2048 -> '2048': metric names carry their sample budget."""
-    return f"{count // 1000}k" if count % 1000 == 0 and count >= 1000 else str(count)
 
 
 def quantize(images: jax.Array) -> jax.Array:
@@ -74,12 +71,13 @@ class Evaluator:
         self._features = None
         self._reference: dict[int, tuple[fid.ReferenceStats, np.ndarray]] = {}
         self._samplers: dict[Callable, Callable] = {}
+        self._to_host = jax.jit(lambda x: x, out_shardings=shardings.replicated)
 
     # --- networks and files ---------------------------------------------
 
     def _load_inception(self):
         if self._inception is None:
-            module, variables = inception_weights.load_fid_inception(
+            module, variables = pretrained_inception.load_fid_inception(
                 self.config.inception_path or None, self.config.weights_cache_dir or None
             )
             variables = jax.device_put(variables, self.shardings.replicated)
@@ -96,38 +94,49 @@ class Evaluator:
         return self._inception
 
     def prepare(self, metrics: tuple[str, ...]) -> None:
-        """Loads what `metrics` need (weights, detector) now, so a missing file fails before training."""
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise ConfigError(f"Unknown metric(s) {unknown}; choose from {', '.join(METRICS)}.")
-        if "fid" in metrics or "kid" in metrics:
+        """Checks `metrics` (ConfigError: unknown names, conflicting settings) and loads what they need now.
+
+        So a wrong name or setting, or a missing weights or detector file, fails before training.
+        """
+        selected = registry.lookup(metrics)
+        for metric in selected:
+            metric.check(self.config)
+        if registry.uses(selected, registry.INCEPTION):
             self._load_inception()
-        if "detection" in metrics:
+        if registry.uses(selected, registry.DETECTOR):
             self._detector_path()
 
     def _detector_path(self) -> str:
-        from animejax.metrics import detection  # OpenCV is optional: only the detection rate needs it.
-
         return detection.detector_path(self.config.detector_path or None, self.config.weights_cache_dir or None)
 
     def features(self, images: jax.Array) -> np.ndarray:
         """Inception pool3 features of a batch in [-1, 1] sharded on the mesh: [B, 2048] float32 (host)."""
         return np.asarray(self._features(self._load_inception(), images))
 
-    def describe(self) -> dict[str, Any]:
-        """What the features and detector are: recorded in every report."""
-        return {
-            "feature_network": "FID Inception-v3 (pytorch-fid port), pool3 2048-d",
-            "inception_weights": self.config.inception_path or inception_weights.FID_WEIGHTS_FILENAME,
-            "resize": f"{self.resize_mode}: {resize.RESIZE_MODES[self.resize_mode]}",
-            "generated_images_quantized_to_uint8": True,
-            "detector": {
-                "file": "lbpcascade_animeface.xml",
+    def describe(self, metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
+        """What `metrics` used, recorded in every report.
+
+        Args:
+          metrics: the metrics that ran (default: all). The feature network, weights and resize are listed if
+            one of them takes Inception features, the detector settings if one runs the detector; no metrics
+            give {}.
+        """
+        selected = registry.lookup(metrics)
+        settings: dict[str, Any] = {}
+        if registry.uses(selected, registry.INCEPTION):
+            settings["feature_network"] = "FID Inception-v3 (pytorch-fid port), pool3 2048-d"
+            settings["inception_weights"] = self.config.inception_path or pretrained_inception.FID_WEIGHTS_FILENAME
+            settings["resize"] = f"{self.resize_mode}: {resize.RESIZE_MODES[self.resize_mode]}"
+        if selected:
+            settings["generated_images_quantized_to_uint8"] = True
+        if registry.uses(selected, registry.DETECTOR):
+            settings["detector"] = {
+                "file": detection.FILE_NAME,
                 "scale_factor": self.config.detector_scale_factor,
                 "min_neighbors": self.config.detector_min_neighbors,
                 "min_size": self.config.detector_min_size,
-            },
-        }
+            }
+        return settings
 
     # --- real data --------------------------------------------------------
 
@@ -160,7 +169,7 @@ class Evaluator:
             return self._reference[count]
         self._check_real_count(count, "The FID/KID reference")
         cache_dir = self.config.stats_cache_dir or os.path.join(pipeline.default_cache_dir(), "..", "fid_stats")
-        preprocessing = {k: v for k, v in self.describe().items() if k != "detector"}
+        preprocessing = self.describe(("fid",))  # What the features depend on (part of the cache key).
         path = fid.reference_stats_path(
             os.path.abspath(cache_dir),
             self.dataset_name,
@@ -227,88 +236,73 @@ class Evaluator:
           prefix: metric-name prefix.
 
         Returns:
-          Flat metric names (carrying their budgets, e.g. "eval/fid50k") -> values.
+          Flat metric names (carrying their budgets, e.g. "eval/fid50k") -> values, in registry order.
         """
         self.prepare(metrics)
         start = time.monotonic()
-        need_features = "fid" in metrics or "kid" in metrics
-        swd_count = min(self.config.swd_num_images, num_images) if "swd" in metrics else 0
-        detection_count = min(self.config.detection_num_images, num_images) if "detection" in metrics else 0
-        kid_count = min(self.config.kid_num_images, num_images) if "kid" in metrics else 0
-        generated_count = num_images if need_features else max(swd_count, detection_count)
-        sample = self._sampler(generate)
-        to_host = jax.jit(lambda x: x, out_shardings=self.shardings.replicated)
-
-        stats, kid_features, pixels = fid.FeatureStats(), [], []
-        kept_pixels = max(swd_count, detection_count)
-        batches = range(0, generated_count, self.batch_size)
-        for index in _progress(iter(batches), generated_count, self.batch_size, "generated samples"):
-            valid = min(self.batch_size, generated_count - index)
-            images = sample(state, jax.random.fold_in(rng, index))
-            if need_features:
-                feats = self.features(images)[:valid]
-                stats.update(feats)
-                if sum(len(k) for k in kid_features) < kid_count:
-                    kid_features.append(feats)
-            if sum(len(p) for p in pixels) < kept_pixels:
-                pixels.append(pipeline.to_uint8(to_host(images))[:valid])
-        pixels = np.concatenate(pixels) if pixels else None
-
+        selected = [metric(self.config, num_images) for metric in registry.lookup(metrics)]
+        generated_count = self._feed(selected, generate, state, rng)
+        references = self._references(reference_images)
         results: dict[str, float] = {}
-        if self.config.reference_stats:  # Statistics computed elsewhere, e.g. by pytorch-fid.
-            if "kid" in metrics:
-                raise ConfigError("KID needs reference features, which eval.reference_stats files lack: drop 'kid'.")
-            reference = fid.load_stats_npz(self.config.reference_stats)
-        elif need_features:
-            reference, reference_features = self.reference(reference_images)
-        if "fid" in metrics:
-            mu, sigma = stats.mean_cov()
-            results[f"{prefix}fid{budget_name(num_images)}"] = fid.frechet_distance(
-                mu, sigma, reference.mu, reference.sigma
-            )
-        if "kid" in metrics:
-            mean, std = kid.kernel_inception_distance(
-                np.concatenate(kid_features)[:kid_count],
-                reference_features,
-                num_subsets=self.config.kid_subsets,
-                subset_size=self.config.kid_subset_size,
-            )
-            name = f"{prefix}kid{budget_name(kid_count)}"
-            results[f"{name}_mean"], results[f"{name}_std"] = mean, std
-        if "swd" in metrics:
-            self._check_real_count(swd_count, "SWD")
-            distances = swd.swd(pixels[:swd_count], np.asarray(self.real_images[:swd_count]))
-            results.update(
-                {f"{prefix}{k.replace('swd/', f'swd{budget_name(swd_count)}/')}": v for k, v in distances.items()}
-            )
-        if "detection" in metrics:
-            from animejax.metrics import detection
-
-            found = detection.detection_rate(
-                pixels[:detection_count],
-                self._detector_path(),
-                scale_factor=self.config.detector_scale_factor,
-                min_neighbors=self.config.detector_min_neighbors,
-                min_size=self.config.detector_min_size,
-            )
-            results[f"{prefix}detection_rate{budget_name(detection_count)}"] = found["rate"]
+        for metric in selected:
+            results.update(metric.results(references, prefix))
         logging.info(
             "Evaluated %s on %d samples in %.1f s", ", ".join(metrics), generated_count, time.monotonic() - start
         )
         return results
 
+    def _references(self, reference_images: int) -> registry.References:
+        """The real-data side of one evaluation; each part is computed or loaded only when a metric asks."""
+
+        def reference_stats() -> fid.ReferenceStats:
+            if self.config.reference_stats:  # Statistics computed elsewhere, e.g. by pytorch-fid.
+                return fid.load_stats_npz(self.config.reference_stats)
+            return self.reference(reference_images)[0]
+
+        def real_images(count: int, what: str) -> np.ndarray:
+            self._check_real_count(count, what)
+            return np.asarray(self.real_images[:count])
+
+        return registry.References(
+            reference_stats=reference_stats,
+            reference_features=lambda: self.reference(reference_images)[1],
+            real_images=real_images,
+            detector_path=self._detector_path,
+        )
+
+    def _feed(self, metrics: list[registry.Metric], generate: Callable, state: Any, rng: jax.Array) -> int:
+        """Generates as many images as `metrics` need, feeds each batch to every metric; returns the count.
+
+        Features are computed, and uint8 pixels fetched to the host, while a metric still wants them. The
+        batch starting at image `i` uses the key `fold_in(rng, i)`: a metric sees the same images whatever
+        else runs.
+        """
+        features_needed = max((metric.features_needed for metric in metrics), default=0)
+        pixels_needed = max((metric.pixels_needed for metric in metrics), default=0)
+        count = max(features_needed, pixels_needed)
+        sample = self._sampler(generate)
+        for index in _progress(iter(range(0, count, self.batch_size)), count, self.batch_size, "generated samples"):
+            valid = min(self.batch_size, count - index)
+            images = sample(state, jax.random.fold_in(rng, index))
+            features = self.features(images)[:valid] if index < features_needed else None
+            pixels = pipeline.to_uint8(self._to_host(images))[:valid] if index < pixels_needed else None
+            for metric in metrics:
+                metric.update(features, pixels)
+        return count
+
 
 def headline(results: dict[str, float], metric: str) -> tuple[str, float, bool]:
     """The one value that ranks checkpoints for `metric`: (name, value, lower_is_better).
 
-    "fid" -> eval/fid<N>, "kid" -> its mean, "swd" -> the mean over levels, "detection" -> the rate (higher
-    is better).
+    The registered metric names it (`headline_key`: "fid" -> eval/fid<N>, "kid" -> its mean, "swd" -> the mean
+    over levels, "detection" -> the rate, higher is better). ConfigError for an unknown metric, or results
+    without exactly one such value.
     """
-    suffix = {"kid": "_mean", "swd": "/mean"}.get(metric, "")
-    matches = [k for k in results if k.split("/", 1)[-1].startswith(metric) and k.endswith(suffix)]
+    metric_class = registry.get(metric)
+    matches = [name for name in results if metric_class.is_headline(name)]
     if len(matches) != 1:
         raise ConfigError(f"Cannot rank by {metric!r}: results hold {sorted(results)}.")
-    return matches[0], float(results[matches[0]]), metric != "detection"
+    return matches[0], float(results[matches[0]]), metric_class.lower_is_better
 
 
 def _progress(iterator, total: int, batch_size: int, what: str):

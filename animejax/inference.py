@@ -9,17 +9,18 @@ import os
 import jax
 import ml_collections
 
-from animejax import progress_gif, train, writers
+from animejax import rng, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
+from animejax.run_setup import RunSetup, host_batches, make_evaluator, setup_run
 
 
 class NoCheckpointError(UserError, FileNotFoundError):
     """Sampling or evaluating a workdir that holds no checkpoint."""
 
 
-def _restore(config: ml_collections.ConfigDict, workdir: str) -> train.RunSetup:
-    run = train.setup_run(config, workdir)
+def _restore(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
+    run = setup_run(config, workdir)
     if not run.restored:
         raise NoCheckpointError(
             f"No checkpoint under {os.path.join(os.path.abspath(workdir), 'checkpoints')}; "
@@ -28,40 +29,31 @@ def _restore(config: ml_collections.ConfigDict, workdir: str) -> train.RunSetup:
     return run
 
 
-def _data_batches(run: train.RunSetup, seed_offset: int):
-    dataset = pipeline.batch_dataset(run.images, run.local_batch, run.config.seed + seed_offset, random_flip=False)
-    return pipeline.iterate_batches(dataset, 0, run.config.data.loader_threads, run.config.data.prefetch)
-
-
 def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     """Writes the method's samples under workdir/samples; returns name -> path.
 
-    Grids become one PNG each; names in the method's `individual_sample_keys` become a folder of single PNGs
-    (for external evaluation); a method with a `progress_grid` also gets the GIF of that grid over training.
+    Each grid becomes one PNG; the individual images (`sample.num_individual`) a folder of single PNGs, for
+    external metrics; a method with a `progress_grid` also gets the GIF of that grid over training.
     """
     run = _restore(config, workdir)
     step = int(run.state.step)
-    grids = run.method.sample(run.state, _data_batches(run, seed_offset=1000), jax.random.PRNGKey(config.seed + 2))
-    individual = set(getattr(run.method, "individual_sample_keys", ()))
+    data = host_batches(run, rng.stream_seed(config.seed, rng.SAMPLE_DATA))
+    samples = run.method.sample(run.state, data, rng.stream_key(config.seed, rng.SAMPLE))
     is_main = jax.process_index() == 0
     paths = {}
-    for name, images in grids.items():
-        images = pipeline.to_uint8(images)
-        if name in individual:
-            path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}")
-            for i, image in enumerate(images if is_main else ()):
-                writers.save_png(os.path.join(path, f"{i:06d}.png"), image)
-        else:
-            columns = config.sample.interpolation_steps if name == "interpolations" else config.sample.grid_size
-            path = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
-            if is_main:
-                writers.save_png(path, writers.image_grid(images, columns))
-        paths[name] = path
+    for name, (images, columns) in samples.grids.items():
+        paths[name] = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
+        if is_main:
+            writers.save_png(paths[name], writers.image_grid(pipeline.to_uint8(images), columns))
+    if samples.individual is not None:
+        paths["individual"] = os.path.join(workdir, "samples", f"sample_individual_{step:07d}")
+        for i, image in enumerate(pipeline.to_uint8(samples.individual) if is_main else ()):
+            writers.save_png(os.path.join(paths["individual"], f"{i:06d}.png"), image)
+    for path in paths.values():
         logging.info("Wrote %s", path)
-    progress_grid = getattr(run.method, "progress_grid", None)
-    if progress_grid and is_main:
+    if run.method.progress_grid and is_main:
         try:
-            paths["progress_gif"] = progress_gif.progress_gif(workdir, progress_grid)
+            paths["progress_gif"] = writers.progress_gif(workdir, run.method.progress_grid)
             logging.info("Wrote %s", paths["progress_gif"])
         except FileNotFoundError as error:
             logging.warning("No training-progress GIF: %s", error)
@@ -78,9 +70,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     results = {}
     if config.eval.loss_num_images:  # The method's own terms on training images (e.g. reconstruction error).
         num_batches = max(1, config.eval.loss_num_images // run.local_batch)
-        batches = _data_batches(run, seed_offset=2000)
+        batches = host_batches(run, rng.stream_seed(config.seed, rng.EVAL_DATA))
         results.update(run.method.evaluate(run.state, (next(batches) for _ in range(num_batches))))
-    evaluator = train.make_evaluator(run)
+    evaluator = make_evaluator(run)
     metrics = tuple(config.eval.metrics)
     if metrics:
         reference_images = config.eval.reference_images or len(run.images) * jax.process_count()
@@ -88,7 +80,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
             evaluator.evaluate(
                 run.method.generate,
                 run.state,
-                jax.random.PRNGKey(config.seed + 4),
+                rng.stream_key(config.seed, rng.EVAL),
                 metrics,
                 num_images=config.eval.num_images,
                 reference_images=reference_images,
@@ -96,7 +88,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         )
     if jax.process_index() == 0:
         path = os.path.join(workdir, f"eval_{step:07d}.json")
-        report = {"step": step, "metrics": results, "dataset": run.source.name, "settings": evaluator.describe()}
+        report = {"step": step, "metrics": results, "dataset": run.source.name, "settings": evaluator.describe(metrics)}
         with open(path, "w") as f:
             json.dump(report, f, indent=2)
         writer = writers.create_writer(workdir, True)

@@ -9,7 +9,6 @@ saved.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -17,64 +16,18 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, methods, sharding, writers
+from animejax import checkpoint, evaluation, rng, sharding, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
+from animejax.methods.base import average_metrics, make_train_step, model_batch, place_frozen
+from animejax.run_setup import RunSetup, make_evaluator, setup_run
 
 
 class NonFiniteLossError(UserError, RuntimeError):
     """A loss or metric became NaN or infinite."""
-
-
-@dataclasses.dataclass
-class RunSetup:
-    """What train, sample and eval share: mesh, data, method, state."""
-
-    config: ml_collections.ConfigDict
-    shardings: sharding.MeshShardings
-    images: np.ndarray  # This process's decoded images, uint8 [N, S, S, 3].
-    source: Any  # The ImageSource they came from (name and fingerprint key metric caches).
-    local_batch: int
-    method: Any
-    checkpointer: checkpoint.Checkpointer
-    state: Any
-    restored: bool
-
-
-def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
-    """Builds the mesh, loads data, and creates or restores the train state."""
-    shardings = sharding.make_mesh(config.mesh.num_devices)
-    local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
-    images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
-    pipeline.check_enough_images(images, local_batch, _data_description(config.data))
-    method = methods.get_method(config)
-    checkpointer = checkpoint.Checkpointer(workdir, config)
-
-    root_key = jax.random.PRNGKey(config.seed)
-    example = jnp.zeros((local_batch, *images.shape[1:]), jnp.float32)
-    abstract_state = jax.eval_shape(method.init_state, root_key, example)
-    abstract_state = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=shardings.replicated), abstract_state
-    )
-    state = checkpointer.restore_latest(abstract_state)
-    restored = state is not None
-    if not restored:
-        init = jax.jit(method.init_state, out_shardings=shardings.replicated)
-        state = init(root_key, example)
-    return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored)
-
-
-def make_evaluator(run: RunSetup) -> evaluation.Evaluator:
-    """The sample-quality evaluator for this run's data and mesh."""
-    return evaluation.Evaluator(run.config.eval, run.shardings, run.images, run.source.name, run.source.fingerprint())
-
-
-def _data_description(data: ml_collections.ConfigDict) -> str:
-    return f"data.source={data.source}" + (f" at {data.path!r}" if data.path else "")
 
 
 class _StopRequest:
@@ -110,11 +63,6 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         )
 
 
-def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-    fetched = jax.device_get(history)
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-
-
 def write_grids(writer, workdir: str, step: int, grids: dict[str, Any], columns: int) -> None:
     """Logs image batches in [-1, 1] as TensorBoard images and PNG grids under workdir/samples."""
     if jax.process_index() != 0:
@@ -140,7 +88,7 @@ class _InTrainingEval:
                 f"eval.best_metric={self.config.best_metric!r} is not among eval.train_metrics={self.metrics}."
             )
         self.best = checkpoint.BestCheckpointer(workdir, run.config)
-        self.rng = jax.random.PRNGKey(run.config.seed + 3)
+        self.rng = rng.stream_key(run.config.seed, rng.TRAINING_EVAL)
 
     def __call__(self, step: int, state) -> None:
         results = self.evaluator.evaluate(
@@ -161,6 +109,114 @@ class _InTrainingEval:
         self.best.close()
 
 
+class _Throughput:
+    """Steps and seconds since the last log, with side work (grids, evals) left out, so images/s stays honest."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps = time.monotonic(), 0
+
+    def pause(self, seconds: float) -> None:
+        self.start += seconds
+
+    def scalars(self) -> dict[str, float]:
+        seconds = time.monotonic() - self.start
+        return {
+            "perf/images_per_second": self.steps * self.batch_size / seconds,
+            "perf/step_seconds": seconds / self.steps,
+        }
+
+
+class _Loop:
+    """One training run's compiled functions, data, writers and cadences; `run()` trains to the end."""
+
+    def __init__(self, run: RunSetup, workdir: str):
+        self.run, self.workdir, self.config = run, workdir, run.config
+        self.writer = writers.create_writer(workdir, jax.process_index() == 0)
+        if not run.restored:
+            run.checkpointer.write_config()
+            self.writer.write_hparams(run.checkpointer.config_dict)
+        method, shardings, config = run.method, run.shardings, run.config
+        self.train_step = make_train_step(method, shardings)
+        self.frozen = place_frozen(method, shardings)
+        self.preview = jax.jit(
+            lambda state, batch, key: method.preview(state, model_batch(batch), key), out_shardings=shardings.replicated
+        )
+        self.step_key = jax.jit(jax.random.fold_in, out_shardings=shardings.replicated)
+        self.dataset = pipeline.batch_dataset(run.images, run.local_batch, config.seed, config.data.random_flip)
+        self.preview_batch = {"image": sharding.global_batch(np.asarray(self.dataset[0]), shardings)}
+        self.preview_rng = rng.stream_key(config.seed, rng.PREVIEW)
+        self.callbacks = method.callbacks()
+        self.in_training_eval = _InTrainingEval(run, workdir, self.writer) if config.eval.every_steps else None
+        self.throughput = _Throughput(config.train.batch_size)
+
+    def _due(self, step: int, every: int) -> bool:
+        return step % every == 0 or step == self.config.train.num_steps
+
+    def _log(self, step: int, scalars: dict[str, float], progress: writers.ProgressLine) -> None:
+        scalars.update(self.throughput.scalars())
+        self.writer.write_scalars(step, scalars)
+        for callback in self.callbacks:
+            callback.on_log(step, scalars)
+        writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
+        self.throughput.reset()
+
+    def _side_work(self, step: int, state) -> None:
+        """Preview grids and in-training evaluations, which do not count in images/s."""
+        start = time.monotonic()
+        if self._due(step, self.config.train.sample_every):
+            grids = self.preview(state, self.preview_batch, self.preview_rng)
+            write_grids(self.writer, self.workdir, step, grids, self.config.sample.grid_size)
+        if self.in_training_eval and self._due(step, self.config.eval.every_steps):
+            self.in_training_eval(step, state)
+        self.throughput.pause(time.monotonic() - start)
+
+    def run_to_end(self) -> Any:
+        """Steps until `train.num_steps` or a stop signal; returns the final state."""
+        run, train = self.run, self.config.train
+        state, step = run.state, int(run.state.step)
+        batches = pipeline.iterate_batches(
+            self.dataset, step, self.config.data.loader_threads, self.config.data.prefetch
+        )
+        progress, history = writers.ProgressLine(train.num_steps, step), []
+        with _StopRequest() as stop:
+            while step < train.num_steps:
+                batch = {"image": sharding.global_batch(next(batches), run.shardings)}
+                state, metrics = self.train_step(state, batch, self.step_key(state.rng, step), self.frozen)
+                step += 1
+                history.append(metrics)
+                self.throughput.steps += 1
+                due_log, due_checkpoint = self._due(step, train.log_every), self._due(step, train.checkpoint_every)
+                if due_log or due_checkpoint or stop.signal_name:
+                    scalars = average_metrics(history)
+                    _check_finite(step, scalars)  # Before any save: a bad state is never written.
+                    history = []
+                if due_log:
+                    self._log(step, scalars, progress)
+                self._side_work(step, state)
+                if due_checkpoint or stop.signal_name:
+                    run.checkpointer.save(step, state, force=True)
+                if stop.signal_name:
+                    logging.warning(
+                        "Received %s: saved a checkpoint at step %d; rerun the same command to resume.",
+                        stop.signal_name,
+                        step,
+                    )
+                    break
+        return state
+
+    def close(self) -> None:
+        self.run.checkpointer.wait()
+        self.run.checkpointer.close()
+        if self.in_training_eval:
+            self.in_training_eval.close()
+        self.writer.flush()
+        self.writer.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """Trains `config.method` until `config.train.num_steps`, resuming from `workdir`.
 
@@ -168,89 +224,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
       The final train state.
     """
     run = setup_run(config, workdir)
-    is_main = jax.process_index() == 0
-    writer = writers.create_writer(workdir, is_main)
-    if not run.restored:
-        run.checkpointer.write_config()
-        writer.write_hparams(run.checkpointer.config_dict)
-    state, method, train = run.state, run.method, config.train
-    start_step = int(state.step)
     logging.info(
         "Training %s on %d device(s), global batch %d, from step %d%s",
         config.method,
         run.shardings.num_devices,
-        train.batch_size,
-        start_step,
+        config.train.batch_size,
+        int(run.state.step),
         " (resumed)" if run.restored else "",
     )
-
-    replicated, data_sharding = run.shardings.replicated, run.shardings.data
-
-    def step_fn(state, images_uint8, rng):
-        return method.train_step(state, pipeline.to_model_range(images_uint8), rng)
-
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(replicated, data_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
-    preview = jax.jit(
-        lambda state, images_uint8, rng: method.preview(state, pipeline.to_model_range(images_uint8), rng),
-        out_shardings=replicated,
-    )
-    step_key = jax.jit(jax.random.fold_in, out_shardings=replicated)
-
-    dataset = pipeline.batch_dataset(run.images, run.local_batch, config.seed, config.data.random_flip)
-    batches = pipeline.iterate_batches(dataset, start_step, config.data.loader_threads, config.data.prefetch)
-    preview_images = sharding.global_batch(np.asarray(dataset[0]), run.shardings)
-    preview_rng = jax.random.PRNGKey(config.seed + 1)
-
-    in_training_eval = _InTrainingEval(run, workdir, writer) if config.eval.every_steps else None
-    progress = writers.ProgressLine(train.num_steps, start_step)
-    history, interval_start, interval_steps = [], time.monotonic(), 0
-    step = start_step
-    with _StopRequest() as stop:
-        while step < train.num_steps:
-            images = sharding.global_batch(next(batches), run.shardings)
-            state, metrics = train_step(state, images, step_key(state.rng, step))
-            step += 1
-            history.append(metrics)
-            interval_steps += 1
-            due_log = step % train.log_every == 0 or step == train.num_steps
-            due_checkpoint = step % train.checkpoint_every == 0 or step == train.num_steps
-            if due_log or due_checkpoint or stop.signal_name:
-                scalars = _mean_metrics(history)
-                _check_finite(step, scalars)  # Before any save: a bad state is never written.
-                history = []
-            if due_log:
-                seconds = time.monotonic() - interval_start
-                scalars["perf/images_per_second"] = interval_steps * train.batch_size / seconds
-                scalars["perf/step_seconds"] = seconds / interval_steps
-                writer.write_scalars(step, scalars)
-                if hasattr(method, "on_log"):  # Optional hook, e.g. to warn about a stalled GAN.
-                    method.on_log(step, scalars)
-                writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
-                interval_start, interval_steps = time.monotonic(), 0
-            side_work_start = time.monotonic()  # Grids and evals below do not count in images/s.
-            if step % train.sample_every == 0 or step == train.num_steps:
-                write_grids(writer, workdir, step, preview(state, preview_images, preview_rng), config.sample.grid_size)
-            if in_training_eval and (step % config.eval.every_steps == 0 or step == train.num_steps):
-                in_training_eval(step, state)
-            interval_start += time.monotonic() - side_work_start
-            if due_checkpoint or stop.signal_name:
-                run.checkpointer.save(step, state, force=True)
-            if stop.signal_name:
-                logging.warning(
-                    "Received %s: saved a checkpoint at step %d; rerun the same command to resume.",
-                    stop.signal_name,
-                    step,
-                )
-                break
-    run.checkpointer.wait()
-    run.checkpointer.close()
-    if in_training_eval:
-        in_training_eval.close()
-    writer.flush()
-    writer.close()
-    return state
+    loop = _Loop(run, workdir)
+    try:
+        return loop.run_to_end()
+    finally:
+        loop.close()

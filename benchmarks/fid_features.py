@@ -101,10 +101,11 @@ def time_jax(state_dict: dict, images: np.ndarray, batch_size: int) -> tuple[flo
     import jax
     import jax.numpy as jnp
 
-    from animejax.metrics import inception, inception_weights, resize
+    from animejax.metrics import inception, resize
+    from animejax.pretrained import inception as pretrained_inception
 
     module = inception.FIDInceptionV3()
-    variables = jax.device_put(inception_weights.convert_to_flax(state_dict))
+    variables = jax.device_put(pretrained_inception.convert_to_flax(state_dict))
 
     @jax.jit
     def features(variables, batch):

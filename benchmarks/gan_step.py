@@ -39,6 +39,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import JaxStep, pin_threads  # noqa: E402
+
 CASES = ("dcgan:transpose", "dcgan:subpixel", "resdcgan", "resdcgan_cycle", "wgan_gp")
 
 
@@ -55,17 +58,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="CPU cores for both frameworks; 0 for all.")
     parser.add_argument("--append", default="", help="Markdown file to append the results section to.")
     return parser.parse_args(argv)
-
-
-def pin_threads(threads: int) -> int:
-    """Restricts this process to the first `threads` CPUs (before JAX/torch start); returns the count."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if threads:
-        if threads > len(cpus):
-            raise SystemExit(f"--threads={threads} but only {len(cpus)} CPUs are available.")
-        cpus = cpus[:threads]
-        os.sched_setaffinity(0, cpus)
-    return len(cpus)
 
 
 def load_config(case: str, variant: str, batch_size: int | None):
@@ -87,29 +79,10 @@ def load_config(case: str, variant: str, batch_size: int | None):
 class JaxRunner:
     def __init__(self, config, images_nhwc):
         import jax
-        import jax.numpy as jnp
-
-        from animejax import methods, sharding
-        from animejax.data import pipeline
 
         self.jax = jax
-        shardings = sharding.make_mesh(1)
-        self.method = methods.get_method(config)
-        example = jnp.zeros(images_nhwc.shape, jnp.float32)
-        init = jax.jit(self.method.init_state, out_shardings=shardings.replicated)
-        self.state = init(jax.random.PRNGKey(config.seed), example)
-
-        def step_fn(state, images_uint8, rng):
-            return self.method.train_step(state, pipeline.to_model_range(images_uint8), rng)
-
-        self.train_step = jax.jit(
-            step_fn,
-            in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
-            out_shardings=(shardings.replicated, shardings.replicated),
-            donate_argnums=0,
-        )
-        self.step_key = jax.jit(jax.random.fold_in, out_shardings=shardings.replicated)
-        self.images = sharding.global_batch(images_nhwc, shardings)
+        self.jax_step = JaxStep(config, images_nhwc)
+        self.method, self.state = self.jax_step.method, self.jax_step.state
         self.step, self.metrics = 0, None
 
     def run(self, steps: int) -> float:
@@ -118,7 +91,7 @@ class JaxRunner:
         start = time.perf_counter()
         state, metrics = self.state, None
         for _ in range(steps):
-            state, metrics = self.train_step(state, self.images, self.step_key(state.rng, self.step))
+            state, metrics = self.jax_step(state, self.step)
             self.step += 1
         jax.block_until_ready((state, metrics))
         elapsed = time.perf_counter() - start

@@ -40,6 +40,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import JaxStep, pin_threads  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,17 +81,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="Before each timing, wait up to this many seconds for other processes to use < 0.2 cores.",
     )
     return parser.parse_args(argv)
-
-
-def pin_threads(threads: int) -> int:
-    """Restricts this process to the first `threads` CPUs (before JAX/torch start); returns the count."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if threads:
-        if threads > len(cpus):
-            raise SystemExit(f"--threads={threads} but only {len(cpus)} CPUs are available.")
-        cpus = cpus[:threads]
-        os.sched_setaffinity(0, cpus)
-    return len(cpus)
 
 
 class CpuMeter:
@@ -201,41 +192,13 @@ def use_phase_transpose() -> None:
     autoencoder.Upsample2x = Upsample2x
 
 
-def build_jax(config):
-    import jax
-    import jax.numpy as jnp
-
-    from animejax import methods, sharding
-    from animejax.data import pipeline
-
-    shardings = sharding.make_mesh(1)
-    method = methods.get_method(config)
-    size, batch = config.data.image_size, config.train.batch_size
-    example = jnp.zeros((batch, size, size, 3), jnp.float32)
-    state = jax.jit(method.init_state, out_shardings=shardings.replicated)(jax.random.PRNGKey(config.seed), example)
-
-    def step_fn(state, images_uint8, rng):
-        return method.train_step(state, pipeline.to_model_range(images_uint8), rng)
-
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
-        out_shardings=(shardings.replicated, shardings.replicated),
-        donate_argnums=0,
-    )
-    step_key = jax.jit(jax.random.fold_in, out_shardings=shardings.replicated)
-    return method, state, train_step, step_key, shardings
-
-
 class JaxRunner:
     def __init__(self, config, images_nhwc):
         import jax
 
-        from animejax import sharding
-
         self.jax = jax
-        self.method, self.state, self.train_step, self.step_key, shardings = build_jax(config)
-        self.images = sharding.global_batch(images_nhwc, shardings)
+        self.jax_step = JaxStep(config, images_nhwc)
+        self.method, self.state = self.jax_step.method, self.jax_step.state
         self.step = 0
 
     def run(self, steps: int) -> float:
@@ -244,7 +207,7 @@ class JaxRunner:
         start = time.perf_counter()
         state, metrics = self.state, None
         for _ in range(steps):
-            state, metrics = self.train_step(state, self.images, self.step_key(state.rng, self.step))
+            state, metrics = self.jax_step(state, self.step)
             self.step += 1
         jax.block_until_ready((state, metrics))
         elapsed = time.perf_counter() - start
@@ -540,7 +503,9 @@ def profile_jax(runner: JaxRunner, args: argparse.Namespace) -> None:
 
     import jax
 
-    hlo = runner.train_step.lower(runner.state, runner.images, jax.random.PRNGKey(0)).compile().as_text()
+    jax_step = runner.jax_step
+    args = (runner.state, jax_step.images, jax.random.PRNGKey(0), jax_step.frozen)
+    hlo = jax_step.train_step.lower(*args).compile().as_text()
     ops, bodies, current = {}, collections.defaultdict(list), None
     for line in hlo.splitlines():
         if line and not line.startswith(" ") and line.rstrip().endswith("{"):

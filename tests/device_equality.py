@@ -138,3 +138,37 @@ def assert_networks_agree(state_1, state_8, networks: list[Network], step: int) 
         _assert_close(params_8, params_1, allowance, f"step {step} {network.params}")
         if network.ema:
             _assert_close(getattr(state_8, network.ema), getattr(state_1, network.ema), allowance, f"step {step} ema")
+
+
+def run_on_one_and_eight(init_and_step, config, steps: int, seed: int = 0):
+    """Runs `steps` train steps on 1 device and on 8 from the same state, batches and keys.
+
+    Args:
+      init_and_step: tests.test_train.init_and_step (passed in to keep this module free of test imports).
+      config: the method's config.
+      steps: train steps per run.
+      seed: step i uses jax.random.PRNGKey(seed + i).
+
+    Returns:
+      [(history, states)] for 1 and 8 devices: per-step metrics and host copies of the states.
+    """
+    from animejax import sharding
+
+    runs = []
+    for devices in (1, 8):
+        _, state, step, dataset, shardings = init_and_step(config, devices)
+        history, states = [], []
+        for i in range(steps):
+            state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(seed + i))
+            history.append(metrics)
+            states.append(jax.device_get(state))
+        runs.append((jax.device_get(history), states))
+    return runs
+
+
+def assert_runs_agree(runs, networks: list[Network]) -> None:
+    """The two runs of `run_on_one_and_eight` agree step by step (metrics, gradients, parameters)."""
+    (history_1, states_1), (history_8, states_8) = runs
+    assert_metrics_agree(history_1, history_8)
+    for step, (state_1, state_8) in enumerate(zip(states_1, states_8), start=1):
+        assert_networks_agree(state_1, state_8, networks, step)

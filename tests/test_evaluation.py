@@ -1,4 +1,5 @@
-"""The evaluator end to end: FID through the whole pipeline, in-training eval, best checkpoint, errors."""
+"""The evaluator end to end (FID through the whole pipeline, in-training eval, best checkpoint, errors) and the
+metric registry (names, directions, headlines, what a report lists)."""
 
 import json
 import os
@@ -10,8 +11,12 @@ import scipy.linalg
 
 from animejax import evaluation, sharding, train
 from animejax.data import pipeline
-from animejax.metrics import inception, inception_weights
+from animejax.errors import ConfigError
+from animejax.metrics import detection, inception, registry
+from animejax.metrics import fid as fid_lib
 from animejax.metrics.resize import resize_for_inception
+from animejax.pretrained import download
+from animejax.pretrained import inception as pretrained_inception
 from tests.test_train import tiny_config
 
 
@@ -27,7 +32,7 @@ def random_inception(monkeypatch):
         ),
         "batch_stats": variables["batch_stats"],
     }
-    monkeypatch.setattr(inception_weights, "load_fid_inception", lambda *args, **kwargs: (module, variables))
+    monkeypatch.setattr(pretrained_inception, "load_fid_inception", lambda *args, **kwargs: (module, variables))
     return module, variables
 
 
@@ -122,7 +127,7 @@ def test_missing_inception_weights_fail_before_training(tmp_path, cache_dir):
     config.eval.train_metrics = ("fid",)
     config.eval.best_metric = "fid"
     config.eval.inception_path = str(tmp_path / "nowhere.pth")
-    with pytest.raises(inception_weights.InceptionWeightsError, match="nowhere.pth"):
+    with pytest.raises(download.MissingWeightsError, match="nowhere.pth"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / "2")
 
@@ -148,3 +153,93 @@ def test_headline_picks_one_value_per_metric():
     assert evaluation.headline(results, "kid") == ("eval/kid10k_mean", 0.01, True)
     assert evaluation.headline(results, "swd") == ("eval/swd1k/mean", 4.0, True)
     assert evaluation.headline(results, "detection") == ("eval/detection_rate1k", 0.7, False)
+
+
+def test_registry_directions_and_headline_keys():
+    expected = {
+        "fid": ("fid{budget}", True),
+        "kid": ("kid{budget}_mean", True),
+        "swd": ("swd{budget}/mean", True),
+        "detection": ("detection_rate{budget}", False),
+    }
+    assert evaluation.METRICS == registry.METRICS == tuple(expected)
+    for name, (key, lower_is_better) in expected.items():
+        metric = registry.get(name)
+        assert (metric.name, metric.headline_key, metric.lower_is_better) == (name, key, lower_is_better)
+    assert registry.get("fid").is_headline("eval/fid50k") and registry.get("fid").is_headline("fid2048")
+    assert not registry.get("fid").is_headline("eval/fid50k_extra")
+    assert not registry.get("kid").is_headline("eval/kid10k_std")
+    assert not registry.get("swd").is_headline("eval/swd1k/32")
+
+
+def test_headline_asks_the_registry():
+    results = {"train/fid2048": 3.0, "train/swd2048/64": 2.0, "train/swd2048/mean": 1.5}
+    assert evaluation.headline(results, "fid") == ("train/fid2048", 3.0, True)
+    assert evaluation.headline(results, "swd") == ("train/swd2048/mean", 1.5, True)
+    with pytest.raises(ConfigError, match="Cannot rank by 'kid'"):
+        evaluation.headline(results, "kid")
+    with pytest.raises(ConfigError, match=r"Unknown metric\(s\) \['is'\]; choose from fid, kid, swd, detection"):
+        evaluation.headline(results, "is")
+
+
+def test_metrics_name_their_results_as_their_headline_says(monkeypatch):
+    """Each metric fed small fake batches: result names carry the budget, and `headline` finds the right one."""
+    config = tiny_config("unused").eval
+    config.kid_num_images, config.kid_subsets, config.kid_subset_size = 6, 2, 4
+    config.swd_num_images = config.detection_num_images = 6
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(10, 8)).astype(np.float32)  # 8-d stand-ins for the 2048-d pool3 features.
+    pixels = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
+    reference = features[::-1].astype(np.float64)
+    references = registry.References(
+        reference_stats=lambda: fid_lib.ReferenceStats(reference.mean(0), np.cov(reference, rowvar=False), {}),
+        reference_features=lambda: features[::-1],
+        real_images=lambda count, what: pixels[::-1][:count],
+        detector_path=lambda: "cascade.xml",
+    )
+    monkeypatch.setattr(detection, "detection_rate", lambda images, path, **_: {"rate": len(images) / 10})
+    results = {}
+    for metric_class in registry.lookup(registry.METRICS):
+        metric = metric_class(config, 10)
+        for begin in range(0, 10, 4):  # Batches of 4, 4, 2.
+            metric.update(features[begin : begin + 4], pixels[begin : begin + 4])
+        results.update(metric.results(references, "eval/"))
+    assert set(results) == {
+        "eval/fid10",
+        "eval/kid6_mean",
+        "eval/kid6_std",
+        *(f"eval/swd6/{level}" for level in (16, "mean")),
+        "eval/detection_rate6",
+    }
+    assert evaluation.headline(results, "detection") == ("eval/detection_rate6", 0.6, False)
+    assert evaluation.headline(results, "kid")[0] == "eval/kid6_mean"
+
+
+def test_unknown_metric_is_a_config_error_listing_the_valid_ones(tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.batch_size = 8
+    evaluator, _ = _evaluator(config, tmp_path)
+    with pytest.raises(ConfigError, match=r"Unknown metric\(s\) \['isc'\]; choose from fid, kid, swd, detection"):
+        evaluator.prepare(("fid", "isc"))
+    with pytest.raises(ConfigError, match="Unknown metric"):
+        evaluator.describe(("isc",))
+
+
+def test_describe_lists_only_what_the_metrics_used(tmp_path, cache_dir):
+    config = tiny_config(cache_dir)
+    config.eval.batch_size = 8
+    evaluator, _ = _evaluator(config, tmp_path)
+    everything = evaluator.describe()
+    assert set(everything) == {
+        "feature_network",
+        "inception_weights",
+        "resize",
+        "generated_images_quantized_to_uint8",
+        "detector",
+    }
+    assert everything["inception_weights"] == pretrained_inception.FID_WEIGHTS_FILENAME
+    assert evaluator.describe(("swd",)) == {"generated_images_quantized_to_uint8": True}
+    assert set(evaluator.describe(("kid", "swd"))) == set(everything) - {"detector"}
+    assert set(evaluator.describe(("detection",))) == {"generated_images_quantized_to_uint8", "detector"}
+    assert evaluator.describe(("detection",))["detector"] == everything["detector"]
+    assert evaluator.describe(()) == {}

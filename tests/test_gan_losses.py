@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from animejax import gan_losses
+from animejax.methods import losses as gan_losses
 from animejax.models import dcgan
 
 LOGITS = np.array([-30.0, -8.0, -1.5, -1e-3, 0.0, 0.7, 4.0, 12.0, 30.0])

@@ -1,32 +1,24 @@
-"""FID Inception: parity with pytorch-fid, the resize modes, the torch-free loader and the weights cache.
+"""FID Inception: parity with pytorch-fid, the resize modes, and the converter of the released weights.
 
 Parity tests need torch and pytorch-fid (test-only dependencies) and skip without
 them. No test downloads the real weights: pytorch-fid's network is built with
-random weights (its download is patched out), and the weights cache is tested
-against a local HTTP server.
+random weights (its download is patched out). The torch-free loader and the
+weights cache are tested in tests/test_pretrained.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import os
-import pickle
-import socket
-import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from animejax.errors import ConfigError, UserError
-from animejax.metrics import inception, inception_weights, resize
-from animejax.metrics.inception_weights import (
-    CheckpointFormatError,
-    InceptionWeightsError,
-    WeightsChecksumError,
-)
+from animejax.errors import ConfigError
+from animejax.metrics import inception, resize
+from animejax.pretrained import inception as pretrained_inception
+from animejax.pretrained.torch_pickle import CheckpointFormatError
 from tests.conftest import SHARED_FACES
 
 NUM_IMAGES = 8
@@ -121,7 +113,7 @@ def test_features_match_pytorch_fid(torch_fid):
         x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         expected = model(2 * x - 1)[0].reshape(len(images), -1).numpy()
 
-    module, variables = inception_weights.load_fid_inception(local_path=path)
+    module, variables = pretrained_inception.load_fid_inception(local_path=path)
     features = jax.jit(lambda v, im: module.apply(v, resize.resize_for_inception(im, "pytorch_fid")))(
         variables, jnp.asarray(2 * images - 1)
     )
@@ -226,7 +218,7 @@ def test_converter_round_trip(torch_fid):
     """torch state dict -> Flax -> torch state dict gives back every conv and BN tensor exactly."""
     _, state, _ = torch_fid
     numpy_state = {name: tensor.numpy() for name, tensor in state.items()}
-    back = inception_weights.flax_to_torch_state_dict(inception_weights.convert_to_flax(numpy_state))
+    back = pretrained_inception.flax_to_torch_state_dict(pretrained_inception.convert_to_flax(numpy_state))
     dropped = set(numpy_state) - set(back)
     assert dropped == {"fc.weight", "fc.bias"} | {k for k in numpy_state if k.endswith(".num_batches_tracked")}
     for name, array in back.items():
@@ -240,140 +232,4 @@ def test_converter_rejects_a_wrong_layout(torch_fid):
     del numpy_state["Mixed_6b.branch7x7_2.conv.weight"]
     numpy_state["Mixed_5b.branch1x1.bn.weight"] = np.zeros(3, np.float32)
     with pytest.raises(CheckpointFormatError, match="missing.*Mixed_6b.*wrong shape.*Mixed_5b"):
-        inception_weights.convert_to_flax(numpy_state)
-
-
-@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
-def test_loader_reads_both_formats_with_strides_and_offsets(tmp_path, zip_format):
-    torch = _torch()
-    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    state = {
-        "plain": torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(0)),
-        "transposed": base.t(),  # Shares `base`'s storage, non-contiguous.
-        "offset": base[1:, 2:],  # Same storage, nonzero offset.
-        "scalar": torch.tensor(7, dtype=torch.int64),
-        "half": torch.linspace(-1, 1, 5).half(),
-        "flags": torch.tensor([True, False]),
-        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
-    }
-    path = str(tmp_path / "state.pth")
-    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
-    loaded = inception_weights.load_torch_state_dict(path)
-    assert set(loaded) == set(state)
-    for name, tensor in state.items():
-        expected = tensor.detach().numpy()
-        assert loaded[name].dtype == expected.dtype, name
-        np.testing.assert_array_equal(loaded[name], expected, err_msg=name)
-
-
-def test_loader_refuses_arbitrary_pickled_code(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("echo owned > " + str(tmp_path / "owned"),))
-
-    path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(CheckpointFormatError):
-        inception_weights.load_torch_state_dict(str(path))
-    assert not (tmp_path / "owned").exists()
-    path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointFormatError):
-        inception_weights.load_torch_state_dict(str(path))
-
-
-# --- weights_path: local file, cache, download ---------------------------------------------------------------------
-
-
-class _CountingServer:
-    """Serves one file over HTTP on 127.0.0.1 and counts the GET requests."""
-
-    def __init__(self, payload: bytes, declared_length: int | None = None):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                outer.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(declared_length or len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{inception_weights.FID_WEIGHTS_FILENAME}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def served_file():
-    payload = np.random.default_rng(0).bytes(3 << 20)
-    server = _CountingServer(payload)
-    yield server, payload
-    server.close()
-
-
-def test_missing_local_file_says_how_to_get_it(tmp_path):
-    with pytest.raises(InceptionWeightsError) as error:
-        inception_weights.weights_path(local_path=str(tmp_path / "nope.pth"), cache_dir=str(tmp_path / "cache"))
-    message = str(error.value)
-    assert "does not exist" in message and inception_weights.FID_WEIGHTS_URL in message
-    assert "--config.eval.inception_path" in message and str(tmp_path / "cache") in message
-    assert isinstance(error.value, UserError)
-
-
-def test_wrong_hash_download_leaves_nothing_in_the_cache(tmp_path, served_file):
-    server, _ = served_file
-    cache = tmp_path / "cache"
-    with pytest.raises(WeightsChecksumError, match="expected 6726825d"):
-        inception_weights.weights_path(cache_dir=str(cache), url=server.url)
-    assert server.requests == 1
-    assert list(cache.iterdir()) == []
-
-
-def test_download_verifies_caches_and_is_not_repeated(tmp_path, served_file, monkeypatch):
-    server, payload = served_file
-    monkeypatch.setattr(inception_weights, "FID_WEIGHTS_SHA256", hashlib.sha256(payload).hexdigest())
-    cache = tmp_path / "cache"
-    path = inception_weights.weights_path(cache_dir=str(cache), url=server.url)
-    assert path == str(cache / inception_weights.FID_WEIGHTS_FILENAME)
-    assert open(path, "rb").read() == payload and server.requests == 1
-    assert inception_weights.weights_path(cache_dir=str(cache), url=server.url) == path
-    assert server.requests == 1  # Served from the cache.
-    assert os.listdir(cache) == [inception_weights.FID_WEIGHTS_FILENAME]  # No temp files left.
-
-
-def test_interrupted_download_leaves_nothing_in_the_cache(tmp_path):
-    server = _CountingServer(b"x" * 1000, declared_length=5000)  # The connection ends early.
-    try:
-        with pytest.raises(InceptionWeightsError, match="download"):
-            inception_weights.weights_path(cache_dir=str(tmp_path), url=server.url)
-    finally:
-        server.close()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_corrupt_cached_file_is_reported(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / inception_weights.FID_WEIGHTS_FILENAME).write_bytes(b"truncated")
-    with pytest.raises(WeightsChecksumError, match="Delete the file"):
-        inception_weights.weights_path(cache_dir=str(cache))
-
-
-def test_unreachable_url_says_how_to_get_the_file(tmp_path):
-    with socket.socket() as sock:  # A port that nothing listens on.
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cache = tmp_path / "cache"
-    with pytest.raises(InceptionWeightsError, match="Could not download") as error:
-        inception_weights.weights_path(cache_dir=str(cache), url=f"http://127.0.0.1:{port}/weights.pth")
-    assert inception_weights.FID_WEIGHTS_URL in str(error.value)
-    assert list(cache.iterdir()) == []
+        pretrained_inception.convert_to_flax(numpy_state)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from animejax import losses
+from animejax.methods import losses
 
 
 @pytest.fixture

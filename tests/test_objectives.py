@@ -18,8 +18,8 @@ import optax
 import pytest
 
 from animejax import methods
-from animejax.methods import gan
-from animejax.state import ema_update
+from animejax.methods.common import ema_update
+from animejax.models import GANNetworks
 from tests.test_gan import tiny_config as gan_tiny_config
 from tests.test_train import load_config
 
@@ -152,7 +152,7 @@ def gan_method_with_linear_networks(name, cache_dir, latents):
     for optim in (config.optim, config.optim_d):
         optim.warmup_steps, optim.grad_clip_norm, optim.schedule = 0, 0.0, "constant"
     method = methods.get_method(config)
-    method.networks = gan.Networks(LinearGenerator(), LinearCritic(), LinearEncoder() if method.use_encoder else None)
+    method.networks = GANNetworks(LinearGenerator(), LinearCritic(), LinearEncoder() if method.use_encoder else None)
     method.noise = lambda rng, count: latents[:count]  # The step's z, fixed so numpy sees the same.
     return config, method
 
@@ -218,9 +218,9 @@ def test_gan_step_assembles_the_objective(name, cache_dir):
     latents = rng.normal(size=(BATCH, LATENT)).astype(np.float32)
     real = rng.uniform(-1, 1, size=(BATCH, SIZE, SIZE, 3)).astype(np.float32)
     config, method = gan_method_with_linear_networks(name, cache_dir, jnp.asarray(latents))
-    state = jax.jit(method.init_state)(jax.random.PRNGKey(1), jnp.asarray(real))
+    state = jax.jit(method.init_state)(jax.random.PRNGKey(1), {"image": jnp.asarray(real)})
     params = to_numpy({"g": state.g_params, "d": state.d_params, "e": state.e_params})
-    new_state, metrics = jax.jit(method.train_step)(state, jnp.asarray(real), jax.random.PRNGKey(2))
+    new_state, metrics = jax.jit(method.train_step)(state, {"image": jnp.asarray(real)}, jax.random.PRNGKey(2), {})
     new_state, metrics = jax.device_get((new_state, metrics))
 
     flat_real = real.reshape(BATCH, -1).astype(np.float64)
@@ -287,10 +287,10 @@ def test_autoencoder_step_assembles_the_objective(name, reconstruction):
     method.model = LinearAutoEncoder(variational=method.variational)
     rng = np.random.default_rng(3)
     images = rng.uniform(-1, 1, size=(BATCH, SIZE, SIZE, 3)).astype(np.float32)
-    state = jax.jit(method.init_state)(jax.random.PRNGKey(4), jnp.asarray(images))
+    state = jax.jit(method.init_state)(jax.random.PRNGKey(4), {"image": jnp.asarray(images)})
     params = to_numpy(state.params)
     key = jax.random.PRNGKey(5)
-    new_state, metrics = jax.device_get(jax.jit(method.train_step)(state, jnp.asarray(images), key))
+    new_state, metrics = jax.device_get(jax.jit(method.train_step)(state, {"image": jnp.asarray(images)}, key, {}))
 
     # The step's reparameterisation noise is N(0, I) drawn from its key (methods/autoencoder.py).
     noise = np.asarray(jax.random.normal(key, (BATCH, LATENT)), np.float64)

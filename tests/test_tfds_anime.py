@@ -1,4 +1,4 @@
-"""Tests for the `anime_faces` TFDS builder and the TF-free `TfdsImages` reader.
+"""Tests for the `anime_faces` TFDS builder (`tfds_anime`) and the TF-free `tfds_reader.TfdsImages` reader.
 
 Everything here runs without TensorFlow: the builder writes ArrayRecord files
 and the reader uses TFDS's ArrayRecord data source (one test repeats a build
@@ -30,7 +30,7 @@ from PIL import Image
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
 
-from animejax.data import cache, tfds_anime  # noqa: E402
+from animejax.data import cache, tfds_anime, tfds_reader  # noqa: E402
 from animejax.data.sources import DataError, center_crop_resize, list_images  # noqa: E402
 
 SIZE = 16
@@ -142,7 +142,7 @@ def test_builder_name_version_and_format(built):
 
 
 def test_build_skips_corrupt_and_non_images_in_sorted_order(built):
-    source = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    source = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
     assert len(source) == len(built["kinds"]) == 12
     assert [source.record_name(i) for i in range(len(source))] == _folder_order(built)
     assert any("broken.jpg" in message for message in built["warnings"])
@@ -152,7 +152,7 @@ def test_build_skips_corrupt_and_non_images_in_sorted_order(built):
 
 
 def test_pixels_match_center_crop_resize_of_originals(built):
-    source = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    source = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
     for i in range(len(source)):
         name = source.record_name(i)
         got = source.load(i)
@@ -180,12 +180,12 @@ def test_rgb_jpeg_and_png_bytes_are_stored_unchanged(built):
 
 
 def test_version_directory_is_accepted(built):
-    source = tfds_anime.TfdsImages(built["builder"].data_dir, "train", SIZE, None)
+    source = tfds_reader.TfdsImages(built["builder"].data_dir, "train", SIZE, None)
     assert len(source) == 12
 
 
 def test_shards_partition_the_records(built):
-    source = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    source = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
     count = 3
     shards = [source.shard(i, count) for i in range(count)]
     assert sum(len(s) for s in shards) == len(source)
@@ -204,16 +204,16 @@ def test_shards_partition_the_records(built):
 
 
 def test_fingerprint_is_stable_and_split_slices_work(built):
-    a = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
-    b = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    a = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    b = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
     assert a.fingerprint() == b.fingerprint()
-    head = tfds_anime.TfdsImages("anime_faces", "train[:50%]", SIZE, built["data_dir"])
+    head = tfds_reader.TfdsImages("anime_faces", "train[:50%]", SIZE, built["data_dir"])
     assert len(head) == 6 and head.fingerprint() != a.fingerprint()
     np.testing.assert_array_equal(head.load(5), a.load(5))
 
 
 def test_decode_cache_reads_the_source(built, tmp_path):
-    source = tfds_anime.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
+    source = tfds_reader.TfdsImages("anime_faces", "train", SIZE, built["data_dir"])
     images = cache.cached_images(source, str(tmp_path / "cache"), num_workers=2)
     assert images.shape == (12, SIZE, SIZE, 3)
     np.testing.assert_array_equal(images[7], source.load(7))
@@ -222,19 +222,19 @@ def test_decode_cache_reads_the_source(built, tmp_path):
 def test_missing_dataset_says_where_and_how(tmp_path):
     empty = tmp_path / "nothing_here"
     with pytest.raises(DataError) as error:
-        tfds_anime.TfdsImages("anime_faces", "train", SIZE, str(empty))
+        tfds_reader.TfdsImages("anime_faces", "train", SIZE, str(empty))
     message = str(error.value)
     assert str(empty) in message
     assert f"python -m animejax.data.tfds_anime --manual_dir /path/to/images --data_dir {empty}" in message
     with pytest.raises(DataError, match="--config mirror --url URL --sha256 SHA256"):
-        tfds_anime.TfdsImages("anime_faces/mirror", "train", SIZE, str(empty))
+        tfds_reader.TfdsImages("anime_faces/mirror", "train", SIZE, str(empty))
     with pytest.raises(DataError, match="no dataset_info.json"):
-        tfds_anime.TfdsImages(str(tmp_path), "train", SIZE, None)
+        tfds_reader.TfdsImages(str(tmp_path), "train", SIZE, None)
 
 
 def test_missing_split(built):
     with pytest.raises(DataError, match="no split 'test'"):
-        tfds_anime.TfdsImages("anime_faces", "test", SIZE, built["data_dir"])
+        tfds_reader.TfdsImages("anime_faces", "test", SIZE, built["data_dir"])
 
 
 def test_tfrecord_dataset_is_rejected_with_advice(built, tmp_path):
@@ -245,7 +245,7 @@ def test_tfrecord_dataset_is_rejected_with_advice(built, tmp_path):
     info["fileFormat"] = "tfrecord"
     info_path.write_text(json.dumps(info))
     with pytest.raises(DataError, match="stored as tfrecord.*array_record"):
-        tfds_anime.TfdsImages("anime_faces", "train", SIZE, str(tmp_path))
+        tfds_reader.TfdsImages("anime_faces", "train", SIZE, str(tmp_path))
 
 
 def test_manual_zip_is_read_without_extracting(built, tmp_path):
@@ -257,7 +257,7 @@ def test_manual_zip_is_read_without_extracting(built, tmp_path):
         archive.writestr("__MACOSX/faces/._face_00.png", b"metadata")
         archive.writestr("faces/readme.txt", "text")
     _prepare(tmp_path / "data", manual)
-    source = tfds_anime.TfdsImages("anime_faces", "train", SIZE, str(tmp_path / "data"))
+    source = tfds_reader.TfdsImages("anime_faces", "train", SIZE, str(tmp_path / "data"))
     names = [source.record_name(i) for i in range(len(source))]
     assert names == [f"faces.zip/faces/{name}" for name in _folder_order(built)]  # Same order as the folder.
     i = names.index("faces.zip/faces/face_03.png")
@@ -272,7 +272,7 @@ def test_no_input_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="does not exist or is empty"):
         _prepare(tmp_path / "data2")
     with pytest.raises(DataError, match="not prepared"):
-        tfds_anime.TfdsImages("anime_faces", "train", SIZE, str(tmp_path / "data"))
+        tfds_reader.TfdsImages("anime_faces", "train", SIZE, str(tmp_path / "data"))
 
 
 def test_config_requires_a_valid_sha256():
@@ -335,7 +335,7 @@ def test_download_with_matching_sha256(built, served_zip, tmp_path):
     config = tfds_anime.AnimeFacesConfig(name="mirror", url=url, sha256=sha256.upper())
     builder = _prepare(tmp_path / "data", tmp_path / "no_manual_dir", config)
     assert builder.data_dir.endswith(os.path.join("anime_faces", "mirror", "1.0.0"))
-    source = tfds_anime.TfdsImages("anime_faces/mirror", "train", SIZE, str(tmp_path / "data"))
+    source = tfds_reader.TfdsImages("anime_faces/mirror", "train", SIZE, str(tmp_path / "data"))
     names = [source.record_name(i) for i in range(len(source))]
     assert names == [f"faces/{name}" for name in _folder_order(built)]  # broken.jpg skipped
     for i, name in enumerate(names):
@@ -360,7 +360,7 @@ def test_download_with_wrong_sha256_is_rejected(served_zip, tmp_path):
     assert isinstance(error.value, tfds.core.download.download_manager.NonMatchingChecksumError)
     # Nothing was prepared, and the bad download is not kept in the cache.
     with pytest.raises(DataError, match="not prepared"):
-        tfds_anime.TfdsImages("anime_faces/mirror", "train", SIZE, str(tmp_path / "data"))
+        tfds_reader.TfdsImages("anime_faces/mirror", "train", SIZE, str(tmp_path / "data"))
     downloads = tmp_path / "data" / "downloads"
     kept = [p for p in downloads.rglob("*") if p.is_file()]
     assert kept == [], kept
@@ -374,7 +374,7 @@ def test_download_of_a_tar_gz(built, served, tmp_path):
     url, sha256 = served["faces.tar.gz"]
     config = tfds_anime.AnimeFacesConfig(name="tarball", url=url, sha256=sha256)
     _prepare(tmp_path / "data", None, config)
-    source = tfds_anime.TfdsImages("anime_faces/tarball", "train", SIZE, str(tmp_path / "data"))
+    source = tfds_reader.TfdsImages("anime_faces/tarball", "train", SIZE, str(tmp_path / "data"))
     names = [source.record_name(i) for i in range(len(source))]
     assert names == [f"faces/{name}" for name in _folder_order(built)]
     i = names.index("faces/sub/gray.png")
@@ -395,7 +395,7 @@ def test_pipeline_make_source_reads_tfds(built):
         }
     )
     full = pipeline.make_source(data)
-    assert isinstance(full, tfds_anime.TfdsImages) and len(full) == 12
+    assert isinstance(full, tfds_reader.TfdsImages) and len(full) == 12
     second = pipeline.make_source(data, process_index=1, process_count=2)
     assert len(second) == 6
     np.testing.assert_array_equal(second.load(2), full.load(5))
@@ -425,11 +425,11 @@ def test_build_and_read_with_tensorflow_blocked(built, tmp_path):
         ]
         assert importlib.util.find_spec("tensorflow") is None
         import tensorflow_datasets as tfds
-        from animejax.data import tfds_anime
+        from animejax.data import tfds_anime, tfds_reader
         tfds.disable_progress_bar()
         builder = tfds_anime.AnimeFaces(data_dir={str(tmp_path / "data")!r})
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir={str(built["manual"])!r}))
-        source = tfds_anime.TfdsImages("anime_faces", "train", {SIZE}, {str(tmp_path / "data")!r})
+        source = tfds_reader.TfdsImages("anime_faces", "train", {SIZE}, {str(tmp_path / "data")!r})
         image = source.load(len(source) - 1)
         assert "tensorflow" not in sys.modules
         print("OK", len(source), image.shape)

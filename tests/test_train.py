@@ -15,6 +15,7 @@ import pytest
 
 from animejax import checkpoint, methods, sharding, train
 from animejax.data import pipeline
+from animejax.methods.base import make_train_step, place_frozen
 from tests import device_equality
 from tests.conftest import REPO, subprocess_env
 
@@ -89,7 +90,9 @@ def test_readme_main_command_quick_form(tmp_path, cache_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((workdir / "eval_0000040.json").read_text())
     assert report["step"] == 40 and np.isfinite(report["metrics"]["eval/mse_per_pixel"])
-    assert report["metrics"]["eval/swd256/mean"] > 0 and "resize" in report["settings"]
+    assert report["metrics"]["eval/swd256/mean"] > 0
+    # Only SWD ran: the report names no Inception weights, resize or detector.
+    assert not {"resize", "inception_weights", "detector"} & set(report["settings"]), report["settings"]
 
 
 def test_tensorboard_events_hold_scalars_and_images(tmp_path, cache_dir):
@@ -106,14 +109,26 @@ def test_tensorboard_events_hold_scalars_and_images(tmp_path, cache_dir):
     assert "samples/reconstructions" in tags["images"]
 
 
-def test_exact_resume_after_sigkill(tmp_path, cache_dir):
+RESUME_CASES = {
     # Big enough that 10 steps take seconds, so the kill lands between checkpoint 10 and the end.
+    "vae": ["--config=configs/vae.py:quick", "--config.data.image_size=64", "--config.train.batch_size=32"],
+    "ddpm": [
+        "--config=configs/ddpm.py:quick",
+        "--config.train.batch_size=16",
+        "--config.model.dropout=0.1",  # Dropout masks must resume exactly too.
+        "--config.model.base_channels=16",
+        "--config.model.num_groups=4",
+        "--config.sample.grid_size=2",  # The last step's preview runs the sampler.
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUME_CASES))
+def test_exact_resume_after_sigkill(name, tmp_path, cache_dir):
     args = [
-        "--config=configs/vae.py:quick",
+        *RESUME_CASES[name],
         f"--config.data.cache_dir={cache_dir}",
         "--config.data.num_images=512",
-        "--config.data.image_size=64",
-        "--config.train.batch_size=32",
         "--config.train.num_steps=20",
         "--config.train.checkpoint_every=10",
         "--config.train.log_every=5",
@@ -143,9 +158,9 @@ def test_exact_resume_after_sigkill(tmp_path, cache_dir):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 10 (resumed)" in resumed.stderr
     a, b = restore_params(str(straight), 20), restore_params(str(killed), 20)
-    for name in ("params", "ema_params", "opt_state", "rng", "step"):
-        for x, y in zip(jax.tree.leaves(a[name]), jax.tree.leaves(b[name])):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+    for field in ("params", "ema_params", "opt_state", "rng", "step"):
+        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, cache_dir):
@@ -225,20 +240,23 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 
 def init_and_step(config, num_devices: int):
-    """(method, initial state, jitted step, batches, shardings) on `num_devices` devices, as train.py builds them."""
+    """(method, initial state, step, batches, shardings) on `num_devices` devices, as the loop builds them.
+
+    `step(state, uint8 images, rng)` is the loop's `make_train_step` with the images as the batch's "image" and
+    the method's frozen networks placed once.
+    """
     shardings = sharding.make_mesh(num_devices)
     method = methods.get_method(config)
     images, _ = pipeline.load_images(config.data)
     dataset = pipeline.batch_dataset(images, config.train.batch_size, config.seed, config.data.random_flip)
     state = jax.jit(method.init_state, out_shardings=shardings.replicated)(
-        jax.random.PRNGKey(0), pipeline.to_model_range(dataset[0])
+        jax.random.PRNGKey(0), {"image": pipeline.to_model_range(dataset[0])}
     )
-    step = jax.jit(
-        lambda s, b, r: method.train_step(s, pipeline.to_model_range(b), r),
-        in_shardings=(shardings.replicated, shardings.data, shardings.replicated),
-        out_shardings=(shardings.replicated, shardings.replicated),
-        donate_argnums=0,
-    )
+    train_step, frozen = make_train_step(method, shardings), place_frozen(method, shardings)
+
+    def step(state, images, rng):
+        return train_step(state, {"image": images}, rng, frozen)
+
     return method, state, step, dataset, shardings
 
 
@@ -248,19 +266,8 @@ def test_eight_devices_match_one_device(cache_dir):
     config = tiny_config(cache_dir)
     optim = config.optim
     network = device_equality.Network("params", "opt_state", optim.learning_rate, optim.b1, optim.b2, "ema_params")
-    runs = []
-    for devices in (1, 8):
-        _, state, step, dataset, shardings = init_and_step(config, devices)
-        history, states = [], []
-        for i in range(3):
-            state, metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
-            history.append(metrics)
-            states.append(jax.device_get(state))
-        runs.append((jax.device_get(history), states))
-    (history_1, states_1), (history_8, states_8) = runs
-    device_equality.assert_metrics_agree(history_1, history_8)
-    for step, (state_1, state_8) in enumerate(zip(states_1, states_8), start=1):
-        device_equality.assert_networks_agree(state_1, state_8, [network], step)
+    runs = device_equality.run_on_one_and_eight(init_and_step, config, steps=3)
+    device_equality.assert_runs_agree(runs, [network])
 
 
 def test_vae_learns_on_real_faces(shared_faces, cache_dir, tmp_path):
@@ -272,7 +279,10 @@ def test_vae_learns_on_real_faces(shared_faces, cache_dir, tmp_path):
     config.train.checkpoint_every = 300
     config.train.sample_every = 300
     run = train.setup_run(config, str(tmp_path / "untrained"))
-    some_faces = [run.images[i : i + 64] for i in range(len(run.images) - 512, len(run.images), 64)]
+    some_faces = [
+        {"image": pipeline.to_model_range(run.images[i : i + 64])}
+        for i in range(len(run.images) - 512, len(run.images), 64)
+    ]
     before = run.method.evaluate(run.state, some_faces)["eval/mse_per_pixel"]
     state = train.train_and_evaluate(config, str(tmp_path / "trained"))
     after = run.method.evaluate(state, some_faces)["eval/mse_per_pixel"]

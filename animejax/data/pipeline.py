@@ -36,9 +36,9 @@ def make_source(data: ml_collections.ConfigDict, process_index: int = 0, process
     elif data.source == "folder":
         source = sources.ImageFolder(data.path, data.image_size)
     elif data.source == "tfds":
-        from animejax.data import tfds_anime  # Imports tensorflow_datasets only when asked for.
+        from animejax.data import tfds_reader  # Imports tensorflow_datasets only when asked for.
 
-        source = tfds_anime.TfdsImages(data.path, data.split, data.image_size, data.tfds_data_dir or None)
+        source = tfds_reader.TfdsImages(data.path, data.split, data.image_size, data.tfds_data_dir or None)
     else:
         raise ConfigError(f"Unknown data.source {data.source!r}; choose one of {', '.join(SOURCES)}.")
     if process_count > 1:

@@ -1,24 +1,20 @@
-"""Anime faces as a TensorFlow Datasets (TFDS) dataset, built and read without TensorFlow.
+"""The `anime_faces` TensorFlow Datasets (TFDS) builder and its command line, which need no TensorFlow.
 
-Two pieces:
+`AnimeFaces` is a TFDS builder named `anime_faces` (version 1.0.0). It stores
+every image of a folder of images, or of a .zip of images, as its encoded
+JPEG/PNG bytes plus the file's relative name, in one `train` split (the input
+files are listed and checked by `animejax.data.tfds_inputs`). Its input is, in
+this order of preference, the manual directory (see
+`MANUAL_DOWNLOAD_INSTRUCTIONS`) or an archive downloaded from the `url` of an
+`AnimeFacesConfig` and checked against that config's `sha256`. The prepared
+dataset is read by `animejax.data.tfds_reader.TfdsImages`.
 
-* `AnimeFaces`, a TFDS builder named `anime_faces` (version 1.0.0). It stores
-  every image of a folder of images, or of a .zip of images, as its encoded
-  JPEG/PNG bytes plus the file's relative name, in one `train` split. Its
-  input is, in this order of preference, the manual directory (see
-  `MANUAL_DOWNLOAD_INSTRUCTIONS`) or an archive downloaded from the `url` of
-  an `AnimeFacesConfig` and checked against that config's `sha256`.
-* `TfdsImages`, an `ImageSource` (see `animejax.data.sources`) that reads a
-  prepared dataset through TFDS's ArrayRecord random access and decodes the
-  stored bytes with PIL.
-
-Neither needs TensorFlow: the builder writes ArrayRecord files (its default
-`file_format`) and the reader uses `builder.as_data_source`. Only the
-TFRecord format and TFDS's own `tfds build` command line import TensorFlow,
-and so does TFDS's download manager before tensorflow-datasets 4.9.7 (the
-`url` input then raises a clear ImportError; the manual directory and the
-reader work without TensorFlow from 4.9.6). Prepare the data with this
-module's command line instead of `tfds build`:
+The builder needs no TensorFlow: it writes ArrayRecord files (its default
+`file_format`). Only the TFRecord format and TFDS's own `tfds build` command
+line import TensorFlow, and so does TFDS's download manager before
+tensorflow-datasets 4.9.7 (the `url` input then raises a clear ImportError;
+the manual directory and the reader work without TensorFlow from 4.9.6).
+Prepare the data with this module's command line instead of `tfds build`:
 
     python -m animejax.data.tfds_anime --manual_dir ~/anime_faces_raw --data_dir ~/tensorflow_datasets
 
@@ -43,28 +39,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib.util
-import io
 import logging
 import os
 import re
 import sys
 import tarfile
 import zipfile
-from typing import Iterator
 
-import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
-from tensorflow_datasets.core import read_only_builder
 from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.core.download import download_manager as tfds_download_manager
 from tensorflow_datasets.core.download import resource as tfds_resource
-from tensorflow_datasets.core.utils import file_utils as tfds_file_utils
 
-from animejax.data.sources import IMAGE_EXTENSIONS, CorruptImageError, DataError, center_crop_resize, list_images
+from animejax.data import tfds_inputs
+from animejax.data.sources import DataError
 
 NAME = "anime_faces"
 _MAX_LOGGED_CORRUPT = 5
@@ -132,113 +122,6 @@ def _tfds_version() -> tuple[int, ...]:
 def _download_needs_tensorflow() -> bool:
     """TFDS's download manager imports TensorFlow before tensorflow-datasets 4.9.7."""
     return _tfds_version() < (4, 9, 7) and not _tensorflow_installed()
-
-
-def _checked_image_bytes(data: bytes) -> bytes:
-    """Decodes `data` fully; returns it as is when RGB JPEG/PNG, else as RGB PNG.
-
-    Raises whatever PIL raises for undecodable data.
-    """
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if image.format in ("JPEG", "PNG") and image.mode == "RGB":
-            return data
-        # Grayscale, alpha, palette, CMYK, webp, bmp: stored as the RGB image
-        # `center_crop_resize` would see, so `Image(shape=(None, None, 3))` holds.
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
-        return buffer.getvalue()
-
-
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _walk_order(name: str) -> tuple:
-    """Sort key putting archive member names in `list_images`'s order (a folder's files, then its sub-folders)."""
-    *folders, file = name.split("/")
-    return tuple((1, folder) for folder in folders) + ((0, file),)
-
-
-def _zip_members(path: str) -> list[str]:
-    """Image members of a zip, in `list_images` order, without folders and macOS metadata."""
-    with zipfile.ZipFile(path) as archive:
-        names = [
-            info.filename
-            for info in archive.infolist()
-            if not info.is_dir()
-            and _is_image_name(info.filename)
-            and not info.filename.startswith("__MACOSX/")
-            and not os.path.basename(info.filename).startswith("._")
-        ]
-    return sorted(names, key=_walk_order)
-
-
-def _list_zips(folder: str) -> list[str]:
-    """All .zip files under `folder`, recursively, in a stable sorted order."""
-    paths = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
-        paths.extend(os.path.join(root, name) for name in sorted(files) if name.lower().endswith(".zip"))
-    return paths
-
-
-def _folder_entries(folder: str) -> Iterator[tuple[str, bytes]]:
-    """(relative name, bytes) of the folder's images, or else of its zips' images."""
-    images = list_images(folder)
-    zips = _list_zips(folder)
-    if images:
-        if zips:
-            logging.warning(
-                "%s: reading its %d image files; ignoring %d .zip file(s) there.", folder, len(images), len(zips)
-            )
-        for path in images:
-            with open(path, "rb") as f:
-                yield os.path.relpath(path, folder), f.read()
-        return
-    for zip_path in zips:
-        yield from _zip_entries(zip_path, os.path.relpath(zip_path, folder))
-
-
-def _zip_entries(zip_path: str, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-    """(`prefix`/member, or member when no prefix, bytes) of a zip's images, sorted."""
-    members = _zip_members(zip_path)
-    with zipfile.ZipFile(zip_path) as archive:
-        for member in members:
-            yield (f"{prefix}/{member}" if prefix else member), archive.read(member)
-
-
-def _has_inputs(folder: str) -> bool:
-    return bool(list_images(folder) or _list_zips(folder))
-
-
-def _extract_tar(path: str) -> str:
-    """Extracts a (compressed) tar next to itself, once; returns the folder.
-
-    (TFDS's `dl_manager.extract` would import TensorFlow.)
-    """
-    target = path + ".extracted"
-    if not os.path.isdir(target):
-        tmp = f"{target}.tmp{os.getpid()}"
-        with tarfile.open(path) as archive:
-            if hasattr(tarfile, "data_filter"):
-                archive.extractall(tmp, filter="data")
-            else:  # Python < 3.10.12 / 3.11.4: refuse members that would escape `tmp`.
-                for member in archive.getmembers():
-                    if member.issym() or member.islnk() or os.path.isabs(member.name) or ".." in member.name.split("/"):
-                        raise DataError(f"anime_faces: unsafe member {member.name!r} in {path}.")
-                archive.extractall(tmp)
-        os.replace(tmp, target)
-    return target
-
-
-def _sha256_file(path: str) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 class _LocalDatasetInfo(tfds.core.DatasetInfo):
@@ -317,7 +200,7 @@ class AnimeFaces(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == 
         except AssertionError as error:  # Missing or empty manual directory.
             manual_dir, manual_problem = None, str(error).splitlines()[0].split(" Create it")[0]
         else:
-            if _has_inputs(manual_dir):
+            if tfds_inputs.has_inputs(manual_dir):
                 return {"train": self._generate_examples(manual_dir, kind="folder")}
             manual_problem = f"Manual directory {manual_dir} holds no image or .zip files."
         config = self.builder_config
@@ -327,7 +210,7 @@ class AnimeFaces(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == 
             if zipfile.is_zipfile(path):
                 return {"train": self._generate_examples(path, kind="zip")}
             if tarfile.is_tarfile(path):
-                return {"train": self._generate_examples(_extract_tar(path), kind="folder")}
+                return {"train": self._generate_examples(tfds_inputs.extract_tar(path), kind="folder")}
             raise DataError(f"anime_faces: the download of {url} ({path}) is neither a .zip nor a tar archive.")
         raise DataError(
             f"anime_faces: no input images. {manual_problem} The config has no url.\n"
@@ -349,7 +232,7 @@ class AnimeFaces(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == 
                 "download the archive yourself, check its sha256, and put it in the manual directory."
             )
         path = os.fspath(dl_manager.download(url))
-        actual, size = _sha256_file(path)
+        actual, size = tfds_inputs.sha256_file(path)
         if actual != sha256.lower():
             for stale in (path, os.fspath(tfds_resource.get_info_path(epath.Path(path)))):
                 if os.path.exists(stale):
@@ -364,12 +247,12 @@ class AnimeFaces(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == 
 
     def _generate_examples(self, path: str, kind: str):
         # A downloaded zip's members are named as in the archive (the cached file's name varies).
-        entries = _folder_entries(path) if kind == "folder" else _zip_entries(path)
+        entries = tfds_inputs.folder_entries(path) if kind == "folder" else tfds_inputs.zip_entries(path)
         corrupt = []
         # Integer keys in input order: with shuffling disabled, TFDS writes records in key order.
         for key, (name, data) in enumerate(entries):
             try:
-                data = _checked_image_bytes(data)
+                data = tfds_inputs.checked_image_bytes(data)
             except Exception as error:  # PIL raises many types for bad files.
                 if len(corrupt) < _MAX_LOGGED_CORRUPT:
                     logging.warning("anime_faces: skipping unreadable image %s: %s", name, error)
@@ -379,158 +262,6 @@ class AnimeFaces(tfds.core.GeneratorBasedBuilder, skip_registration=__name__ == 
         if corrupt:
             logging.warning("anime_faces: skipped %d unreadable image(s) in %s.", len(corrupt), path)
         self.info.metadata["skipped_corrupt"] = corrupt
-
-
-def _prepare_command(name: str, data_dir: str | None) -> str:
-    data_dir_flag = f" --data_dir {data_dir}" if data_dir else ""
-    builder, _, rest = name.partition("/")
-    if builder != NAME:
-        return (
-            f"tfds build {name}{data_dir_flag} --file_format array_record (TFDS's command line needs TensorFlow; "
-            "builder.download_and_prepare(file_format='array_record') may not)"
-        )
-    config = rest.partition(":")[0]
-    if config:
-        return f"python -m animejax.data.tfds_anime --config {config} --url URL --sha256 SHA256{data_dir_flag}"
-    return f"python -m animejax.data.tfds_anime --manual_dir /path/to/images{data_dir_flag}"
-
-
-def _file_formats(info: tfds.core.DatasetInfo) -> set[tfds.core.FileFormat]:
-    """The formats a prepared dataset is stored in."""
-    if hasattr(info, "available_file_formats"):
-        return set(info.available_file_formats())
-    return {info.file_format} if info.file_format else set()
-
-
-def _open_builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    """The prepared dataset's read-only builder, or a DataError saying how to prepare it."""
-    expanded = os.path.expanduser(name_or_dir)
-    if os.path.isdir(expanded):
-        if not os.path.exists(os.path.join(expanded, "dataset_info.json")):
-            raise DataError(
-                f"{expanded!r} is not a prepared TFDS dataset directory (no dataset_info.json); pass the "
-                "version directory (e.g. ~/tensorflow_datasets/anime_faces/1.0.0) or a dataset name."
-            )
-        return tfds.builder_from_directory(expanded)
-    searched = [os.fspath(d) for d in tfds_file_utils.list_data_dirs(data_dir)]
-    try:
-        return read_only_builder.builder_from_files(name_or_dir, data_dir=data_dir)
-    except Exception as error:  # DatasetNotFoundError, or a malformed name.
-        raise DataError(
-            f"TFDS dataset {name_or_dir!r} is not prepared: looked for "
-            f"<data_dir>/{name_or_dir.split(':')[0]}/<version>/dataset_info.json in data dir(s) {', '.join(searched)}. "
-            f"Prepare it with: {_prepare_command(name_or_dir, data_dir)}"
-        ) from error
-
-
-class TfdsImages:
-    """A prepared TFDS image dataset (ArrayRecord format) as an ImageSource.
-
-    Reads records by index with `builder.as_data_source` (no TensorFlow) and
-    decodes the stored image bytes with PIL.
-
-    Args:
-      name_or_dir: a dataset name such as "anime_faces" or
-        "anime_faces/mirror:1.0.0", looked up under `data_dir`; or the path of
-        a prepared version directory (the one holding dataset_info.json).
-      split: a TFDS split, slices allowed ("train", "train[:90%]").
-      image_size: output side; images are centre-cropped then resized.
-      data_dir: TFDS data directory; None means $TFDS_DATA_DIR or
-        ~/tensorflow_datasets (and any registered data dirs).
-      image_key: the feature holding the encoded image.
-
-    Raises:
-      DataError: the dataset is not prepared, lacks the split, is not stored
-        as ArrayRecord, or is empty.
-    """
-
-    def __init__(
-        self, name_or_dir: str, split: str, image_size: int, data_dir: str | None = None, image_key: str = "image"
-    ):
-        if data_dir:
-            data_dir = os.path.abspath(os.path.expanduser(data_dir))
-        builder = _open_builder(name_or_dir, data_dir)
-        info = builder.info
-        formats = _file_formats(info)
-        if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-            stored = ", ".join(sorted(f.value for f in formats)) or "an unknown format"
-            raise DataError(
-                f"TFDS dataset {info.full_name} in {builder.data_dir} is stored as {stored}, "
-                "but reading without TensorFlow needs random access to ArrayRecord files. Rebuild it with "
-                f"file_format='array_record' ({_prepare_command(name_or_dir, data_dir)})."
-            )
-        if image_key not in info.features:
-            raise DataError(
-                f"TFDS dataset {info.full_name} has no {image_key!r} feature (it has {', '.join(info.features)})."
-            )
-        try:
-            info.splits[split]
-        except (KeyError, ValueError) as error:
-            raise DataError(
-                f"TFDS dataset {info.full_name} has no split {split!r} (it has {', '.join(info.splits)}): {error}"
-            ) from error
-        decoders = {
-            key: tfds.decode.SkipDecoding()
-            for key in info.features
-            if isinstance(info.features[key], tfds.features.Image)
-        }
-        # Names ArrayRecord only where it is an alternative format (older TFDS lacks the argument).
-        kwargs = {} if info.file_format == tfds.core.FileFormat.ARRAY_RECORD else {"file_format": "array_record"}
-        self._records = builder.as_data_source(split, decoders=decoders, **kwargs)
-        self._indices = range(len(self._records))
-        if not self._indices:
-            raise DataError(f"TFDS dataset {info.full_name} split {split!r} in {builder.data_dir} holds no images.")
-        self._image_key = image_key
-        self._has_filename = "filename" in info.features
-        self._files = [
-            (os.fspath(instruction.filename), instruction.skip, instruction.take)
-            for instruction in info.splits[split].file_instructions  # After as_data_source fixed the format.
-        ]
-        self.data_dir = os.path.abspath(os.fspath(builder.data_dir))
-        self.split = split
-        self.name = f"tfds:{info.full_name}[{split}]"
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def fingerprint(self) -> str:
-        """Changes with the data files (names, sizes, mtimes), the split and the shard."""
-        digest = hashlib.sha256(f"{os.path.abspath(self.data_dir)}|{self.split}|{self._indices!r}\n".encode())
-        for filename, skip, take in self._files:
-            stat = os.stat(filename)
-            digest.update(f"{os.path.basename(filename)}|{skip}|{take}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:16]
-
-    def record_name(self, index: int) -> str:
-        """The stored file name of image `index` (its record number when none is stored)."""
-        record = self._indices[index]
-        if self._has_filename:
-            name = self._records[record]["filename"]
-            return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-        return f"record {record}"
-
-    def load(self, index: int) -> np.ndarray:
-        record = self._indices[index]
-        example = self._records[record]
-        data = example[self._image_key]
-        try:
-            with Image.open(io.BytesIO(bytes(data))) as image:
-                image.load()
-                return center_crop_resize(image, self.image_size)
-        except Exception as error:  # PIL raises many types for bad data.
-            name = example.get("filename", b"")
-            name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
-            raise CorruptImageError(f"{self.name} record {record} {name}: {error}") from error
-
-    def shard(self, index: int, count: int) -> "TfdsImages":
-        """This process's share of the records (every `count`-th from `index`)."""
-        if not 0 <= index < count:
-            raise ValueError(f"shard index {index} is not in [0, {count}).")
-        shard = object.__new__(TfdsImages)
-        shard.__dict__.update(self.__dict__)
-        shard._indices = self._indices[index::count]
-        return shard
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,23 +1,26 @@
-"""Registry of training methods by config name (`config.method`)."""
+"""Registry of training methods by config name (`config.method`); the contract is `methods/base.py`."""
 
 from __future__ import annotations
 
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.methods import autoencoder, gan, wgan_gp
+from animejax.methods import autoencoder, diffusion, gan, wgan_gp
+from animejax.methods.base import Method
 
+# DCGAN and the residual DCGAN share one method; `model.arch` picks the networks (configs/dcgan.py, resdcgan.py).
 METHODS = {
     "autoencoder": autoencoder.AutoencoderMethod,
     "vae": autoencoder.VAEMethod,
-    "dcgan": gan.DCGANMethod,
-    "resdcgan": gan.ResDCGANMethod,
-    "resdcgan_cycle": gan.ResDCGANCycleMethod,
+    "dcgan": gan.GANMethod,
+    "resdcgan": gan.GANMethod,
+    "resdcgan_cycle": gan.CycleGANMethod,
     "wgan_gp": wgan_gp.WGANGPMethod,
+    "ddpm": diffusion.DiffusionMethod,
 }
 
 
-def get_method(config: ml_collections.ConfigDict):
+def get_method(config: ml_collections.ConfigDict) -> Method:
     """Builds the method named by `config.method`."""
     if config.method not in METHODS:
         raise ConfigError(f"Unknown method {config.method!r}; choose one of {', '.join(sorted(METHODS))}.")

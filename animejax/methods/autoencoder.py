@@ -1,18 +1,18 @@
-"""Autoencoder and VAE: objectives, train step, and the seed project's samplers.
+"""Autoencoder and VAE: objectives, train step, and the samplers the original notebooks compared.
 
 The VAE minimises reconstruction + beta * KL with reparameterised sampling; the
 autoencoder minimises reconstruction alone. Reconstruction is the summed
 squared error of tanh outputs ("mse") or the Bernoulli negative
 log-likelihood of sigmoid outputs on pixels mapped to [0, 1] ("bce").
 
-Sampling, as the seed project compared it: decode latents drawn from N(0, I),
+Sampling, as the original comparison did: decode latents drawn from N(0, I),
 and from a Gaussian with the per-dimension mean and standard deviation of the
 training images' latents; plus interpolation between encodings of real pairs.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -20,40 +20,33 @@ import ml_collections
 import numpy as np
 import optax
 
-from animejax import losses
-from animejax.data.pipeline import to_model_range
+from animejax import models
 from animejax.errors import ConfigError
-from animejax.models.autoencoder import AutoEncoder
-from animejax.optim import learning_rate_schedule, make_optimizer
-from animejax.state import TrainState, ema_update
+from animejax.methods import losses
+from animejax.methods.base import Batch, Method, Samples
+from animejax.methods.common import TrainState, ema_update, optimizer_step
+from animejax.methods.optim import learning_rate_schedule, make_optimizer
 
 RECONSTRUCTIONS = ("mse", "bce")
 
 
-class AutoencoderMethod:
+class AutoencoderMethod(Method):
     """Deterministic convolutional autoencoder."""
 
     variational = False
 
     def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
         model = config.model
         if model.reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(
                 f"Unknown model.reconstruction {model.reconstruction!r}; choose one of {', '.join(RECONSTRUCTIONS)}."
             )
-        self.model = AutoEncoder(
-            image_size=config.data.image_size,
-            latent_dim=model.latent_dim,
-            base_channels=model.base_channels,
-            max_channels=model.max_channels,
-            upsample=model.upsample,
-            variational=self.variational,
-        )
+        self.model = models.autoencoder_network(config, self.variational)
         self.reconstruction = model.reconstruction
         self.beta = model.beta
         self.ema_decay = config.ema.decay
         self.use_ema = config.sample.use_ema
-        self.grid_size = config.sample.grid_size
         self.latent_stats_images = config.sample.latent_stats_images
         self.num_interpolations = config.sample.num_interpolations
         self.interpolation_steps = config.sample.interpolation_steps
@@ -62,9 +55,9 @@ class AutoencoderMethod:
 
     # --- networks -------------------------------------------------------
 
-    def init_state(self, rng: jax.Array, images: jax.Array) -> TrainState:
+    def init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
-        params = self.model.init(params_rng, images)["params"]
+        params = self.model.init(params_rng, batch["image"])["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -113,11 +106,11 @@ class AutoencoderMethod:
             metrics["train/kl"] = jnp.mean(kl)
         return loss, metrics
 
-    def train_step(self, state: TrainState, images: jax.Array, rng: jax.Array):
+    def train_step(self, state: TrainState, batch: Batch, rng: jax.Array, frozen: Any = None):
         """One optimizer step; see methods/base.py."""
-        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, images, rng)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        del frozen
+        (_, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch["image"], rng)
+        params, opt_state = optimizer_step(self.tx, grads, state.opt_state, state.params)
         metrics["train/grad_norm"] = optax.tree.norm(grads)
         metrics["train/learning_rate"] = self.learning_rate(state.step)
         new_state = state.replace(
@@ -138,23 +131,23 @@ class AutoencoderMethod:
         latents = jax.random.normal(rng, (batch_size, self.model.latent_dim))
         return self.decode(self.sampling_params(state), latents)
 
-    def preview(self, state: TrainState, images: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+    def preview(self, state: TrainState, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
         """Reconstructions (real and decoded side by side) and N(0, I) samples."""
         params = self.sampling_params(state)
         count = self.grid_size * self.grid_size
-        real = images[: count // 2]
+        real = batch["image"][: count // 2]
         decoded = self.decode(params, self.encode_mean(params, real))
         pairs = jnp.stack([real, decoded], axis=1).reshape(-1, *real.shape[1:])
         latents = jax.random.normal(rng, (count, self.model.latent_dim))
         return {"reconstructions": pairs, "samples_normal": self.decode(params, latents)}
 
-    def latent_statistics(self, params, batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def latent_statistics(self, params, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension mean and std of the codes of up to `latent_stats_images` training images."""
         encode = jax.jit(self.encode_mean)
         codes, seen = [], 0
         for batch in batches:
-            codes.append(np.asarray(encode(params, to_model_range(jnp.asarray(batch))), np.float64))
-            seen += len(batch)
+            codes.append(np.asarray(encode(params, jnp.asarray(batch["image"])), np.float64))
+            seen += len(codes[-1])
             if seen >= self.latent_stats_images:
                 break
         codes = np.concatenate(codes)[: self.latent_stats_images]
@@ -175,36 +168,41 @@ class AutoencoderMethod:
         latents = start[:, None] + weights * (end - start)[:, None]
         return self.decode(params, latents.reshape(-1, latents.shape[-1]))
 
-    def sample(self, state: TrainState, data: Iterable[np.ndarray], rng: jax.Array) -> dict[str, np.ndarray]:
-        """The seed project's two samplers and an interpolation grid; images in [-1, 1]."""
+    def sample(self, state: TrainState, batches: Iterable[Batch], rng: jax.Array) -> Samples:
+        """The two samplers (N(0, I) and the fitted Gaussian), an interpolation grid, and single N(0, I) images."""
         params = self.sampling_params(state)
-        data = iter(data)
-        mean, std = self.latent_statistics(params, data)
+        batches = iter(batches)
+        mean, std = self.latent_statistics(params, batches)
         count = self.grid_size * self.grid_size
-        normal_rng, fitted_rng = jax.random.split(rng)
+        normal_rng, fitted_rng, individual_rng = jax.random.split(rng, 3)
         normal = jax.random.normal(normal_rng, (count, self.model.latent_dim))
         fitted = mean + std * np.asarray(jax.random.normal(fitted_rng, (count, self.model.latent_dim)))
         pairs = []
         while sum(len(p) for p in pairs) < 2 * self.num_interpolations:
-            pairs.append(next(data))
-        pairs = to_model_range(jnp.asarray(np.concatenate(pairs)[: 2 * self.num_interpolations]))
+            pairs.append(np.asarray(next(batches)["image"]))
+        pairs = jnp.asarray(np.concatenate(pairs)[: 2 * self.num_interpolations])
         decode = jax.jit(self.decode)
-        return {
-            "samples_normal": np.asarray(decode(params, normal)),
-            "samples_latent_gaussian": np.asarray(decode(params, jnp.asarray(fitted, jnp.float32))),
-            "interpolations": np.asarray(jax.jit(self.interpolations)(params, pairs)),
+        grids = {
+            "samples_normal": (np.asarray(decode(params, normal)), self.grid_size),
+            "samples_latent_gaussian": (
+                np.asarray(decode(params, jnp.asarray(fitted, jnp.float32))),
+                self.grid_size,
+            ),
+            "interpolations": (np.asarray(jax.jit(self.interpolations)(params, pairs)), self.interpolation_steps),
         }
+        return Samples(grids, self.individual_images(state, individual_rng))
 
-    def evaluate(self, state: TrainState, batches: Iterable[np.ndarray]) -> dict[str, float]:
+    def evaluate(self, state: TrainState, batches: Iterable[Batch]) -> dict[str, float]:
         """Mean loss terms and per-pixel MSE of the reconstructions over the given batches."""
         params = self.sampling_params(state)
         loss = jax.jit(self.loss)
         totals, count = {}, 0
         for i, batch in enumerate(batches):
-            _, metrics = loss(params, to_model_range(jnp.asarray(batch)), jax.random.PRNGKey(i))
+            images = jnp.asarray(batch["image"])
+            _, metrics = loss(params, images, jax.random.PRNGKey(i))
             for name, value in metrics.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
-            count += len(batch)
+                totals[name] = totals.get(name, 0.0) + float(value) * len(images)
+            count += len(images)
         return {name.replace("train/", "eval/"): total / count for name, total in totals.items()}
 
 

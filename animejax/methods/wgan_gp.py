@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from animejax import gan_losses
 from animejax.errors import ConfigError
+from animejax.methods import losses
 from animejax.methods.gan import GANMethod
 
 
@@ -32,7 +32,6 @@ class WGANGPMethod(GANMethod):
     scores_are_logits = False
 
     def __init__(self, config: ml_collections.ConfigDict):
-        self.arch = config.model.arch
         super().__init__(config)
         if config.model.d_normalization == "batch":
             raise ConfigError(
@@ -51,9 +50,9 @@ class WGANGPMethod(GANMethod):
         def critic(x):
             return self.discriminator(d_params, d_stats, x, True)[0]
 
-        points = gan_losses.random_interpolates(real, fake, interpolate_rng)
-        penalty, norms = gan_losses.gradient_penalty(critic, points)
-        critic_loss = jnp.mean(gan_losses.wasserstein_critic_loss(real_scores, fake_scores))
+        points = losses.random_interpolates(real, fake, interpolate_rng)
+        penalty, norms = losses.gradient_penalty(critic, points)
+        critic_loss = jnp.mean(losses.wasserstein_critic_loss(real_scores, fake_scores))
         loss = critic_loss + self.gp_weight * jnp.mean(penalty)
         metrics = {
             "train/loss_d": loss,
@@ -67,4 +66,4 @@ class WGANGPMethod(GANMethod):
 
     def generator_adversarial_loss(self, fake_outputs: jax.Array) -> jax.Array:
         """-f(fake): [B] -> [B]."""
-        return gan_losses.wasserstein_generator_loss(fake_outputs)
+        return losses.wasserstein_generator_loss(fake_outputs)

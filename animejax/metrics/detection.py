@@ -1,40 +1,40 @@
 """Anime-face detection rate: the fraction of images in which nagadomi's lbpcascade_animeface finds a face.
 
-`detector_path` finds the cascade file (a given path, the cache, or a checked download) and
-`detection_rate` runs OpenCV's `CascadeClassifier` on equalised grey images. The cascade needs
-opencv-python(-headless) < 5: OpenCV 5 removed the cascade classifiers.
+`detector_path` finds the cascade file (a given path, the cache, or a checked download, through
+`animejax.pretrained.download`) and `detection_rate` runs OpenCV's `CascadeClassifier` on equalised grey
+images. The cascade needs opencv-python(-headless) < 5: OpenCV 5 removed the cascade classifiers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-import urllib.error
-import urllib.request
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from animejax.errors import UserError
+from animejax.pretrained import download
 
 RAW_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
 FILE_NAME = "lbpcascade_animeface.xml"
-DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "animejax", "weights")
-_DOWNLOAD_TIMEOUT_S = 60
+# A small file: a local copy must be the released one, and a damaged cached copy is simply fetched again.
+DETECTOR_FILE = download.WeightsFile(
+    description="anime-face detector",
+    file_name=FILE_NAME,
+    url=RAW_URL,
+    sha256=SHA256,
+    how_to_get=(
+        "download {url} yourself and either put it at {cache_path} or pass its path with "
+        "--config.eval.detector_path=/path/to/{file_name}."
+    ),
+    strict_local=True,
+    refetch_corrupt_cache=True,
+)
 
 
 class DetectorError(UserError):
     """The face detector cannot be found, fetched, verified or loaded."""
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detector_path(
@@ -45,13 +45,14 @@ def detector_path(
 ) -> str:
     """Returns the path of a verified lbpcascade_animeface.xml, downloading it into the cache if needed.
 
-    Order: `local_path` if given (it must exist; nothing is downloaded); else `<cache_dir>/lbpcascade_animeface.xml`
-    if it is present with the right checksum; else the file is downloaded from `url` into a temporary file in
-    `cache_dir`, checked, and renamed into place (so the cache never holds a partial or wrong file).
+    Order: `local_path` if given (it must exist and have the checksum; nothing is downloaded); else
+    `<cache_dir>/lbpcascade_animeface.xml` if it is present with the right checksum (a wrong one is deleted);
+    else the file is downloaded from `url` into a temporary file in `cache_dir`, checked, and renamed into
+    place (so the cache never holds a partial or wrong file). See `download.resolve`.
 
     Args:
         local_path: a cascade file the user already has.
-        cache_dir: the download cache (default ~/.cache/animejax/weights).
+        cache_dir: the download cache (default `download.default_cache_dir()`).
         url: where to download from (nagadomi/lbpcascade_animeface on GitHub).
         sha256: the expected checksum of the file; None skips the check (e.g. for another cascade).
 
@@ -62,37 +63,10 @@ def detector_path(
         DetectorError: a missing local file, a failed download (e.g. offline) or a checksum mismatch; the
             message says where to put the file by hand.
     """
-    cache_dir = os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)
-    cached = os.path.join(cache_dir, FILE_NAME)
-    by_hand = f"download {RAW_URL} yourself and pass its path, or put it at {cached}"
-    if local_path is not None:
-        if not os.path.isfile(local_path):
-            raise DetectorError(f"face detector file not found: {local_path}; {by_hand}")
-        if sha256 is not None and (actual := _sha256(local_path)) != sha256:
-            raise DetectorError(f"face detector {local_path} has sha256 {actual}, expected {sha256}; {by_hand}")
-        return local_path
-
-    if os.path.isfile(cached):
-        if sha256 is None or _sha256(cached) == sha256:
-            return cached
-        os.remove(cached)  # a stale or damaged copy: fetch it again
-
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".xml")
     try:
-        try:
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    f.write(block)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise DetectorError(f"cannot download the face detector from {url} ({error}); {by_hand}") from error
-        if sha256 is not None and (actual := _sha256(tmp_path)) != sha256:
-            raise DetectorError(f"download from {url} has sha256 {actual}, expected {sha256}; {by_hand}")
-        os.replace(tmp_path, cached)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-    return cached
+        return download.resolve(dataclasses.replace(DETECTOR_FILE, sha256=sha256), local_path, cache_dir, url=url)
+    except download.WeightsError as error:  # One error type for everything the detection rate needs.
+        raise DetectorError(str(error)) from error
 
 
 def _import_cv2() -> Any:

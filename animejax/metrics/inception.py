@@ -8,7 +8,7 @@ padding out of the mean (`count_include_pad=False`), and the last block
 (`Mixed_7c`) max-pools instead of average-pooling.
 
 Layout is NHWC and every layer is named after its PyTorch counterpart
-(`Mixed_5b/branch1x1/conv`, `.../bn`), so `inception_weights.convert_to_flax`
+(`Mixed_5b/branch1x1/conv`, `.../bn`), so `animejax.pretrained.inception.convert_to_flax`
 maps the released checkpoint one to one. Batch norm always runs in inference
 mode with the checkpoint's running statistics (`batch_stats`).
 """

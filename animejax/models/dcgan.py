@@ -6,7 +6,7 @@ input) -> batch norm + ReLU -> `Upsample2x` levels halving the channels,
 each with batch norm + ReLU -> a last `Upsample2x` to 3 channels -> tanh.
 `upsample="transpose"` is the paper's 4x4 stride-2 transposed convolution;
 `"subpixel"` (3x3 convolution to 4x channels, then depth-to-space) computes
-its weight gradient about 10x faster on XLA:CPU (GUIDE section 6).
+its weight gradient about 10x faster on XLA:CPU (BENCHMARKS.md, "GAN train steps").
 
 Discriminator: 4x4 stride-2 convolutions doubling the channels down to 4x4,
 LeakyReLU(0.2), normalization on every level but the first (those convolutions

@@ -103,18 +103,26 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     return names
 
 
-def diff_augment(images: jax.Array, rng: jax.Array, policy: str) -> jax.Array:
-    """Applies the policy's transforms in order, each with its own key.
+def diff_augment(images: jax.Array, rng: jax.Array, policy: str, probability: float | jax.Array = 1.0) -> jax.Array:
+    """Applies the policy's transforms in order, each with its own key, each to an image with `probability`.
 
     Args:
       images: [B, H, W, C] float in [-1, 1].
       rng: PRNG key.
       policy: comma-separated names (see the module docstring); '' returns `images` unchanged.
+      probability: chance that a transform is applied to an image, drawn per image and transform (adaptive
+        schemes such as ADA raise it during training); 1 applies every transform to every image.
 
     Returns:
       [B, H, W, C], differentiable in `images`.
     """
     names = parse_policy(policy)
+    always = isinstance(probability, (int, float)) and probability >= 1.0
     for name, key in zip(names, jax.random.split(rng, max(len(names), 1))):
-        images = AUGMENTATIONS[name](images, key)
+        augmented = AUGMENTATIONS[name](images, key)
+        if always:
+            images = augmented
+        else:  # A separate key for the coin, so p = 1 draws exactly what the transform alone draws.
+            coin = jax.random.uniform(jax.random.fold_in(key, 1), (images.shape[0], 1, 1, 1)) < probability
+            images = jnp.where(coin, augmented, images)
     return images

@@ -1,0 +1,247 @@
+"""The sample-quality metrics by config name: what each needs, how it accumulates, what it reports and ranks by.
+
+One small `Metric` subclass per metric, registered under its name in `REGISTRY` ("fid", "kid", "swd",
+"detection"). The `Evaluator` (animejax/evaluation.py) builds one instance per evaluation, feeds it every
+generated batch (Inception features and/or uint8 images, as its `needs` say), then asks for its results,
+handing it the real-data side through a `References` object. Result names carry their sample budgets
+("eval/fid50k", "eval/kid10k_mean", "eval/swd10k/32", "eval/detection_rate1k"); `headline_key` names the one
+result that ranks checkpoints and `lower_is_better` its direction.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+from typing import Callable, ClassVar, Iterable
+
+import ml_collections
+import numpy as np
+
+from animejax.errors import ConfigError
+from animejax.metrics import detection, fid, kid, swd
+
+INCEPTION = "inception"  # Inception pool3 features of the generated images (and of real ones, as reference).
+PIXELS = "pixels"  # The generated images themselves, uint8 [N, S, S, 3] on the host.
+DETECTOR = "detector"  # The face-detector file.
+
+_BUDGET_PATTERN = r"\d+k?"  # What `budget_name` writes.
+
+
+def budget_name(count: int) -> str:
+    """50000 -> '50k', 2048 -> '2048': metric names carry their sample budget."""
+    return f"{count // 1000}k" if count % 1000 == 0 and count >= 1000 else str(count)
+
+
+@dataclasses.dataclass(frozen=True)
+class References:
+    """The real-data side of one evaluation: functions, so each part is computed only when a metric asks for it.
+
+    Attributes:
+        reference_stats: () -> mean [2048] and covariance [2048, 2048] of the real images' Inception features.
+        reference_features: () -> Inception features of real images for KID, [M, 2048] float32.
+        real_images: (count, what) -> the first `count` real images, uint8 [count, S, S, 3]; `what` names the
+            asker in the error raised when the dataset has fewer.
+        detector_path: () -> the verified face-detector file.
+    """
+
+    reference_stats: Callable[[], fid.ReferenceStats]
+    reference_features: Callable[[], np.ndarray]
+    real_images: Callable[[int, str], np.ndarray]
+    detector_path: Callable[[], str]
+
+
+class Metric(abc.ABC):
+    """One metric over one evaluation: built with the eval config, fed generated batches, then asked for results.
+
+    Subclasses set `name`, `needs` (a subset of {INCEPTION, PIXELS, DETECTOR}), `headline_key` (its ranking
+    result's name without the prefix, "{budget}" standing for the budget) and `lower_is_better`, and
+    implement `results`. The default `update` keeps the first `budget` rows of the input the metric needs
+    (features if it needs INCEPTION, else pixels).
+
+    Args:
+        config: `config.eval`.
+        num_images: generated images of the evaluation; `budget` is this metric's share of them.
+    """
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]]
+    headline_key: ClassVar[str]
+    lower_is_better: ClassVar[bool] = True
+
+    def __init__(self, config: ml_collections.ConfigDict, num_images: int):
+        self.config = config
+        self.budget = self.budget_for(config, num_images)
+        self._kept: list[np.ndarray] = []
+        self._count = 0
+
+    @classmethod
+    def budget_for(cls, config: ml_collections.ConfigDict, num_images: int) -> int:
+        """How many of the `num_images` generated images this metric scores (all, unless capped by config)."""
+        del config
+        return num_images
+
+    @classmethod
+    def check(cls, config: ml_collections.ConfigDict) -> None:
+        """Raises ConfigError for eval settings this metric cannot work with (called before any work)."""
+        del config
+
+    @property
+    def features_needed(self) -> int:
+        """Generated images whose Inception features this metric takes."""
+        return self.budget if INCEPTION in self.needs else 0
+
+    @property
+    def pixels_needed(self) -> int:
+        """Generated images this metric takes as uint8 pixels."""
+        return self.budget if PIXELS in self.needs else 0
+
+    def update(self, features: np.ndarray | None, pixels: np.ndarray | None) -> None:
+        """Accumulates one generated batch.
+
+        Args:
+            features: [B, 2048] float32 Inception features, or None once no metric needs more.
+            pixels: [B, S, S, 3] uint8 images, or None once no metric needs more.
+        """
+        rows = features if INCEPTION in self.needs else pixels
+        if rows is not None and self._count < self.budget:
+            rows = rows[: self.budget - self._count]
+            self._kept.append(rows)
+            self._count += len(rows)
+
+    def kept(self) -> np.ndarray:
+        """The rows kept by `update`: [budget, ...]."""
+        return np.concatenate(self._kept)
+
+    @abc.abstractmethod
+    def results(self, references: References, prefix: str) -> dict[str, float]:
+        """Flat result names (`prefix` + names carrying the budget) -> values."""
+
+    def result_name(self, prefix: str, key: str | None = None) -> str:
+        """`prefix` + `key` (default `headline_key`) with this evaluation's budget filled in."""
+        return prefix + (key or self.headline_key).format(budget=budget_name(self.budget))
+
+    @classmethod
+    def is_headline(cls, name: str) -> bool:
+        """Whether the result `name` (with any "<prefix>/" in front, and any budget) is this metric's headline."""
+        before, after = cls.headline_key.split("{budget}")
+        return re.search(rf"(?:^|/){re.escape(before)}{_BUDGET_PATTERN}{re.escape(after)}\Z", name) is not None
+
+
+class FID(Metric):
+    """Fréchet Inception distance (Heusel et al., 2017) of all generated images' features to the reference."""
+
+    name = "fid"
+    needs = frozenset({INCEPTION})
+    headline_key = "fid{budget}"
+
+    def __init__(self, config: ml_collections.ConfigDict, num_images: int):
+        super().__init__(config, num_images)
+        self._stats = fid.FeatureStats()
+
+    def update(self, features: np.ndarray | None, pixels: np.ndarray | None) -> None:
+        """Adds the batch's features to the running float64 mean and covariance."""
+        if features is not None and self._count < self.budget:
+            features = features[: self.budget - self._count]
+            self._stats.update(features)
+            self._count += len(features)
+
+    def results(self, references: References, prefix: str) -> dict[str, float]:
+        mu, sigma = self._stats.mean_cov()
+        reference = references.reference_stats()
+        return {self.result_name(prefix): fid.frechet_distance(mu, sigma, reference.mu, reference.sigma)}
+
+
+class KID(Metric):
+    """Kernel Inception distance (Binkowski et al., 2018) on the first `eval.kid_num_images` features: mean, std."""
+
+    name = "kid"
+    needs = frozenset({INCEPTION})
+    headline_key = "kid{budget}_mean"
+
+    @classmethod
+    def budget_for(cls, config: ml_collections.ConfigDict, num_images: int) -> int:
+        return min(config.kid_num_images, num_images)
+
+    @classmethod
+    def check(cls, config: ml_collections.ConfigDict) -> None:
+        if config.reference_stats:
+            raise ConfigError("KID needs reference features, which eval.reference_stats files lack: drop 'kid'.")
+
+    def results(self, references: References, prefix: str) -> dict[str, float]:
+        mean, std = kid.kernel_inception_distance(
+            self.kept(),
+            references.reference_features(),
+            num_subsets=self.config.kid_subsets,
+            subset_size=self.config.kid_subset_size,
+        )
+        name = self.result_name(prefix, "kid{budget}")
+        return {f"{name}_mean": mean, f"{name}_std": std}
+
+
+class SWD(Metric):
+    """Sliced Wasserstein distance (Karras et al., 2018) per pyramid level and their mean, x1e3."""
+
+    name = "swd"
+    needs = frozenset({PIXELS})
+    headline_key = "swd{budget}/mean"
+
+    @classmethod
+    def budget_for(cls, config: ml_collections.ConfigDict, num_images: int) -> int:
+        return min(config.swd_num_images, num_images)
+
+    def results(self, references: References, prefix: str) -> dict[str, float]:
+        real = references.real_images(self.budget, "SWD")
+        distances = swd.swd(self.kept(), real)  # "swd/64", ..., "swd/mean"
+        name = self.result_name(prefix, "swd{budget}")
+        return {f"{name}/{key.split('/', 1)[1]}": value for key, value in distances.items()}
+
+
+class Detection(Metric):
+    """Fraction of generated images in which lbpcascade_animeface finds a face (higher is better)."""
+
+    name = "detection"
+    needs = frozenset({PIXELS, DETECTOR})
+    headline_key = "detection_rate{budget}"
+    lower_is_better = False
+
+    @classmethod
+    def budget_for(cls, config: ml_collections.ConfigDict, num_images: int) -> int:
+        return min(config.detection_num_images, num_images)
+
+    def results(self, references: References, prefix: str) -> dict[str, float]:
+        found = detection.detection_rate(
+            self.kept(),
+            references.detector_path(),
+            scale_factor=self.config.detector_scale_factor,
+            min_neighbors=self.config.detector_min_neighbors,
+            min_size=self.config.detector_min_size,
+        )
+        return {self.result_name(prefix): found["rate"]}
+
+
+REGISTRY: dict[str, type[Metric]] = {cls.name: cls for cls in (FID, KID, SWD, Detection)}
+METRICS = tuple(REGISTRY)
+
+
+def lookup(names: Iterable[str]) -> list[type[Metric]]:
+    """The metric classes `names` name, once each, in registry order (the order results are reported in).
+
+    Raises:
+        ConfigError: a name that is not registered; the message lists the valid ones.
+    """
+    names = tuple(names)
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise ConfigError(f"Unknown metric(s) {unknown}; choose from {', '.join(METRICS)}.")
+    return [REGISTRY[name] for name in METRICS if name in names]
+
+
+def get(name: str) -> type[Metric]:
+    """The metric class registered as `name`; ConfigError listing the valid names if there is none."""
+    return lookup((name,))[0]
+
+
+def uses(metrics: Iterable[type[Metric] | Metric], need: str) -> bool:
+    """Whether any of `metrics` needs `need` (INCEPTION, PIXELS or DETECTOR)."""
+    return any(need in metric.needs for metric in metrics)

@@ -1,0 +1,50 @@
+"""What the step benchmarks share: CPU pinning and the jitted animejax step exactly as the training loop builds it."""
+
+from __future__ import annotations
+
+import os
+
+
+def pin_threads(threads: int) -> int:
+    """Restricts this process to the first `threads` CPUs (before JAX/torch start); returns the count."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads:
+        if threads > len(cpus):
+            raise SystemExit(f"--threads={threads} but only {len(cpus)} CPUs are available.")
+        cpus = cpus[:threads]
+        os.sched_setaffinity(0, cpus)
+    return len(cpus)
+
+
+class JaxStep:
+    """A method's state and the loop's jitted step (`make_train_step`) on one device, over one fixed batch.
+
+    Args:
+      config: the method's config.
+      images_nhwc: uint8 [B, S, S, 3], the batch every step trains on (already on the device).
+
+    Attributes:
+      method, state, images (the batch dict on the mesh), train_step (state, batch, rng, frozen),
+      step_key (jitted fold_in), frozen (the method's frozen networks on the mesh).
+    """
+
+    def __init__(self, config, images_nhwc):
+        import jax
+        import jax.numpy as jnp
+
+        from animejax import methods, sharding
+        from animejax.methods.base import make_train_step, place_frozen
+
+        shardings = sharding.make_mesh(1)
+        self.method = methods.get_method(config)
+        example = {"image": jnp.zeros(images_nhwc.shape, jnp.float32)}
+        init = jax.jit(self.method.init_state, out_shardings=shardings.replicated)
+        self.state = init(jax.random.PRNGKey(config.seed), example)
+        self.train_step = make_train_step(self.method, shardings)
+        self.frozen = place_frozen(self.method, shardings)
+        self.step_key = jax.jit(jax.random.fold_in, out_shardings=shardings.replicated)
+        self.images = {"image": sharding.global_batch(images_nhwc, shardings)}
+
+    def __call__(self, state, step: int):
+        """One step from `state` (donated) with the loop's key for `step`: returns (state, metrics)."""
+        return self.train_step(state, self.images, self.step_key(state.rng, step), self.frozen)
