@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="CPU cores for both frameworks; 0 for all.")
     parser.add_argument("--append", default="", help="Markdown file to append the results section to.")
+    parser.add_argument(
+        "--xla_defaults", type=int, default=1, help="1: animejax's default XLA flags, as the command line sets them."
+    )
     return parser.parse_args(argv)
 
 
@@ -142,6 +145,11 @@ def forward_difference(method, params, config) -> float:
 def main(argv=None) -> None:
     args = parse_args(argv)
     threads = pin_threads(args.threads)
+    sys.path.insert(0, REPO)
+    if args.xla_defaults:
+        from animejax import xla_flags
+
+        xla_flags.set_defaults()
     import numpy as np
     import torch
 
@@ -160,7 +168,8 @@ def main(argv=None) -> None:
     count = sum(p.numel() for p in reference.net.parameters())
     print(
         f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} {machine()}, {threads} thread(s); "
-        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({device})"
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({device}); "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     print(f"# configs/ddpm.py:{args.variant} {size} px, batch {batch}, {count:,} parameters, JAX {args.dtype}")
 
@@ -214,7 +223,8 @@ def main(argv=None) -> None:
         with open(args.append, "a") as f:
             f.write(
                 f"\n### Diffusion step and DDIM sampling, {datetime.date.today()}\n\n`{command}`; {machine()}, "
-                f"{threads} thread(s), jax {jax.__version__}, torch {torch.__version__} ({device}).\n\n{table}\n"
+                f"{threads} thread(s), jax {jax.__version__}, torch {torch.__version__} ({device}), "
+                f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}.\n\n{table}\n"
             )
 
 
