@@ -20,12 +20,15 @@ class NoCheckpointError(UserError, FileNotFoundError):
 
 
 def _restore(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
+    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+    missing = NoCheckpointError(
+        f"No checkpoint under {checkpoints}; train first with --mode=train and the same --workdir."
+    )
+    if not os.path.isdir(checkpoints):  # Checked first: setting up the run would create the folder.
+        raise missing
     run = setup_run(config, workdir)
     if not run.restored:
-        raise NoCheckpointError(
-            f"No checkpoint under {os.path.join(os.path.abspath(workdir), 'checkpoints')}; "
-            "train first with --mode=train and the same --workdir."
-        )
+        raise missing
     return run
 
 

@@ -1,13 +1,14 @@
 """Command line: `python -m animejax.main --config=configs/vae.py --workdir=runs/vae [--mode=train|sample|eval]`.
 
 Any config field can be overridden with `--config.a.b=value`. For sample and
-eval, `--config` may be left out: the run's saved config.json is used.
+eval, `--config` may be left out: the run's saved config.json is used, and
+overrides apply on top of it. A run stopped by SIGTERM or SIGINT saves a
+checkpoint and exits with status 75 (`train.INTERRUPTED_EXIT_CODE`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging as std_logging
 import os
 import sys
@@ -15,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from animejax import xla_flags
+from animejax import saved_config, xla_flags
 
 MODES = ("train", "sample", "eval")
 
@@ -32,15 +33,32 @@ flags.DEFINE_integer("process_id", None, "This process's index, with --coordinat
 
 
 def _load_config(workdir: str):
-    import ml_collections
-
     if FLAGS.config is not None:
         return FLAGS.config
     path = os.path.join(workdir, "config.json")
     if FLAGS.mode == "train" or not os.path.exists(path):
         raise app.UsageError(f"--config is required (no saved config at {path}).")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    raise app.UsageError(f"could not read the saved config {path}.")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The value of `--name=value` or `--name value` in argv, or None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _with_saved_config(argv: list[str]) -> list[str]:
+    """For sample/eval without --config, points --config at the workdir's saved config (overrides then apply)."""
+    if _flag_value(argv, "config") is not None or _flag_value(argv, "mode") not in ("sample", "eval"):
+        return argv
+    workdir = _flag_value(argv, "workdir")
+    if not workdir or not os.path.exists(os.path.join(workdir, "config.json")):
+        return argv
+    return [argv[0], f"--config={saved_config.__file__}:{workdir}", *argv[1:]]
 
 
 class _QuietLibraries:
@@ -76,8 +94,10 @@ def main(argv):
             inference.sample(config, FLAGS.workdir)
         else:
             inference.evaluate(config, FLAGS.workdir)
+    except train.Interrupted as interrupted:
+        logging.warning("%s", interrupted)
+        sys.exit(train.INTERRUPTED_EXIT_CODE)
     except UserError as error:
-        logging.error("%s", error)
         sys.exit(f"animejax: error: {error}")
 
 
@@ -115,7 +135,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """Console-script entry point (`animejax ...`)."""
-    app.run(main, argv=sys.argv, flags_parser=_parse_flags)
+    app.run(main, argv=_with_saved_config(sys.argv), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,21 @@ from animejax.errors import UserError
 from animejax.methods.base import average_metrics, make_train_step, model_batch, place_frozen
 from animejax.run_setup import RunSetup, make_evaluator, setup_run
 
+# The exit status of a run stopped by SIGTERM or SIGINT after saving a checkpoint: EX_TEMPFAIL of sysexits.h,
+# "try again later". Schedulers requeue on it (launch/slurm_gpu.sbatch); a finished run exits 0.
+INTERRUPTED_EXIT_CODE = 75
+
 
 class NonFiniteLossError(UserError, RuntimeError):
     """A loss or metric became NaN or infinite."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint at `step`; rerunning resumes from it."""
+
+    def __init__(self, signal_name: str, step: int):
+        super().__init__(f"Received {signal_name}: saved a checkpoint at step {step}; rerun the same command to resume")
+        self.signal_name, self.step = signal_name, step
 
 
 class _StopRequest:
@@ -53,13 +65,17 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
+def _check_finite(step: int, metrics: dict[str, float], last_checkpoint: int | None) -> None:
     bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
+        kept = (
+            f"the last good checkpoint (step {last_checkpoint}) is kept"
+            if last_checkpoint is not None
+            else "no checkpoint had been written yet"
+        )
         raise NonFiniteLossError(
-            f"Non-finite values at step {step}: {bad}. The run stopped without saving this state; "
-            "the last good checkpoint is kept. Try a lower optim.learning_rate (and optim_d.learning_rate for GANs) "
-            "or set optim.grad_clip_norm."
+            f"Non-finite values at step {step}: {bad}. The run stopped without saving this state; {kept}. "
+            "Try a lower optim.learning_rate (and optim_d.learning_rate for GANs) or set optim.grad_clip_norm."
         )
 
 
@@ -175,7 +191,7 @@ class _Loop:
         self.throughput.pause(time.monotonic() - start)
 
     def run_to_end(self) -> Any:
-        """Steps until `train.num_steps` or a stop signal; returns the final state."""
+        """Steps until `train.num_steps` and returns the final state; raises `Interrupted` after a stop signal."""
         run, train = self.run, self.config.train
         state, step = run.state, int(run.state.step)
         batches = pipeline.iterate_batches(
@@ -192,7 +208,8 @@ class _Loop:
                 due_log, due_checkpoint = self._due(step, train.log_every), self._due(step, train.checkpoint_every)
                 if due_log or due_checkpoint or stop.signal_name:
                     scalars = average_metrics(history)
-                    _check_finite(step, scalars)  # Before any save: a bad state is never written.
+                    # Before any save: a bad state is never written.
+                    _check_finite(step, scalars, run.checkpointer.latest_step())
                     history = []
                 if due_log:
                     self._log(step, scalars, progress)
@@ -200,12 +217,7 @@ class _Loop:
                 if due_checkpoint or stop.signal_name:
                     run.checkpointer.save(step, state, force=True)
                 if stop.signal_name:
-                    logging.warning(
-                        "Received %s: saved a checkpoint at step %d; rerun the same command to resume.",
-                        stop.signal_name,
-                        step,
-                    )
-                    break
+                    raise Interrupted(stop.signal_name, step)
         return state
 
     def close(self) -> None:
@@ -222,6 +234,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 
     Returns:
       The final train state.
+
+    Raises:
+      Interrupted: on SIGTERM or SIGINT, once the checkpoint of the current step is saved.
     """
     run = setup_run(config, workdir)
     logging.info(
