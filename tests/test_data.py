@@ -65,6 +65,31 @@ def test_cache_skips_corrupt_images_and_decodes_once(tmp_path, caplog):
     assert calls == [] and np.array_equal(np.asarray(again), np.asarray(images))
 
 
+def test_a_killed_cache_build_leaves_no_temporary_behind(tmp_path, caplog):
+    """A build killed midway (here: its SIGKILLed process) leaves a partial file; the next build removes it and
+    keeps a live process's partial file and every finished cache."""
+    import subprocess
+    import sys
+
+    _write_images(tmp_path / "img", 3)
+    source = sources.ImageFolder(str(tmp_path / "img"), 16)
+    cache_dir = tmp_path / "cache"
+    data_path = os.path.join(cache_dir, cache.cache_key(source) + ".u8")
+    os.makedirs(cache_dir)
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead.kill()
+    dead.wait()
+    stale, live = cache._temporary_path(data_path, dead.pid), cache._temporary_path(data_path, os.getppid())
+    finished = cache_dir / "other-finished.u8"
+    for path in (stale, live, finished):
+        open(path, "wb").write(b"\0" * 1024)
+    with caplog.at_level(logging.WARNING):
+        images = cache.cached_images(source, str(cache_dir))
+    assert images.shape == (3, 16, 16, 3)
+    assert not os.path.exists(stale) and "partial decode cache of a build that did not finish" in caplog.text
+    assert os.path.exists(live) and finished.exists()
+
+
 def test_missing_and_empty_folders_name_the_path(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(sources.DataError, match="nowhere.*does not exist"):

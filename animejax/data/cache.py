@@ -3,16 +3,19 @@
 After the first pass no epoch decodes a JPEG again: batches are gathered from
 the memmap. The cache is keyed by the source's name and fingerprint and the
 image size, written to a temporary file and renamed when complete, so an
-interrupted build is never mistaken for a finished one.
+interrupted build is never mistaken for a finished one. Temporary files of
+builds whose process died (on this host) are removed by the next build.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import glob
 import hashlib
 import json
 import logging
 import os
+import socket
 import time
 
 import numpy as np
@@ -54,6 +57,36 @@ def _decode_all(source: ImageSource, out: np.ndarray, num_workers: int) -> tuple
     return count, corrupt
 
 
+def _temporary_path(data_path: str, pid: int) -> str:
+    return f"{data_path}.tmp-{socket.gethostname()}-{pid}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
+
+
+def remove_stale_temporaries(data_path: str) -> list[str]:
+    """Deletes the partial cache files of builds on this host whose process is gone; returns their paths.
+
+    Another host's temporaries (a shared filesystem) are left alone: their processes cannot be checked here.
+    """
+    prefix = _temporary_path(data_path, 0)[: -len("0")]
+    removed = []
+    for path in glob.glob(glob.escape(prefix) + "*"):
+        pid = path[len(prefix) :]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            os.remove(path)
+            removed.append(path)
+            logging.warning("Removed %s, the partial decode cache of a build that did not finish", path)
+    return removed
+
+
 def cached_images(source: ImageSource, cache_dir: str, num_workers: int = 4) -> np.ndarray:
     """Returns the source's images as a read-only uint8 [N, S, S, 3] memmap.
 
@@ -78,7 +111,8 @@ def cached_images(source: ImageSource, cache_dir: str, num_workers: int = 4) -> 
         logging.info(
             "Building decode cache for %s (%d images at %d px) in %s", source.name, len(source), size, cache_dir
         )
-        tmp_path = f"{data_path}.tmp{os.getpid()}"
+        remove_stale_temporaries(data_path)
+        tmp_path = _temporary_path(data_path, os.getpid())
         out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(source), size, size, 3))
         count, corrupt = _decode_all(source, out, num_workers)
         out.flush()
