@@ -5,6 +5,11 @@
 PRNG key: the data position follows from the step). Restoring into a config
 whose shapes differ raises `CheckpointMismatchError` naming the config fields
 and the first tensor that differ, instead of silently starting from zero.
+
+A checkpoint that cannot be read (truncated data, an emptied or deleted
+metadata file) is damaged, not a config change: the run resumes from the
+newest step that restores, warns naming both steps, and moves the damaged
+step aside to `<workdir>/checkpoints_damaged/` (never deleting it).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -23,6 +29,10 @@ from animejax.errors import UserError
 
 class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint written by a config with different shapes."""
+
+
+class DamagedCheckpointsError(UserError, RuntimeError):
+    """Every checkpoint of a run is unreadable."""
 
 
 def _flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -66,6 +76,11 @@ def _shape_mismatches(saved_tree: Any, abstract_state: Any) -> list[str]:
     return problems
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+
+
 class Checkpointer:
     """Saves every N steps and on demand, keeps the last K, restores the latest."""
 
@@ -97,15 +112,42 @@ class Checkpointer:
             return json.load(f)
 
     def restore_latest(self, abstract_state: Any) -> Any | None:
-        """The latest checkpoint restored with `abstract_state`'s shardings, or None if there is none.
+        """The newest checkpoint that restores, with `abstract_state`'s shardings, or None if there is none.
+
+        Damaged newer steps are moved aside with a warning (see the module docstring).
 
         Raises:
-          CheckpointMismatchError: when the checkpoint's tensors do not fit this config.
+          CheckpointMismatchError: when a readable checkpoint's tensors do not fit this config.
+          DamagedCheckpointsError: when no checkpoint can be read (nothing is moved then).
         """
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        saved_tree = self.manager.item_metadata(step)["state"]
+        damaged = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                saved_tree = self.manager.item_metadata(step)["state"]
+                if saved_tree is None or not jax.tree.leaves(saved_tree):
+                    raise ValueError("its metadata lists no tensors")
+            except Exception as error:  # Orbax and tensorstore raise many types for unreadable files.
+                damaged.append((step, f"unreadable metadata ({_first_line(error)})"))
+                continue
+            self._check_shapes(step, saved_tree, abstract_state)
+            try:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+                restored = self.manager.restore(step, args=args)["state"]
+            except Exception as error:
+                damaged.append((step, f"unreadable data ({_first_line(error)})"))
+                continue
+            self._set_aside(damaged, step)
+            logging.info("Restored checkpoint at step %d from %s", step, self.manager.directory)
+            return restored
+        if damaged:
+            listing = "; ".join(f"step {step}: {why}" for step, why in damaged)
+            raise DamagedCheckpointsError(
+                f"No checkpoint under {self.manager.directory} can be read ({listing}). Move that folder away to "
+                "start again from scratch, or restore it from a backup."
+            )
+        return None
+
+    def _check_shapes(self, step: int, saved_tree: Any, abstract_state: Any) -> None:
         problems = _shape_mismatches(saved_tree, abstract_state)
         if problems:
             changed = config_differences(self.saved_config() or {}, self.config_dict)
@@ -115,9 +157,25 @@ class Checkpointer:
                 f"Tensors that differ (first 5): {'; '.join(problems[:5])}.\n"
                 "Resume with the original values, or start a new run with another --workdir."
             )
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        logging.info("Restored checkpoint at step %d from %s", step, self.manager.directory)
-        return restored["state"]
+
+    def _set_aside(self, damaged: list[tuple[int, str]], restored_step: int) -> None:
+        """Moves damaged steps to <workdir>/checkpoints_damaged/<step>-<time> and warns; never deletes."""
+        if not damaged:
+            return
+        aside = os.path.join(self.workdir, "checkpoints_damaged")
+        for step, why in damaged:
+            target = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+            if jax.process_index() == 0:
+                os.makedirs(aside, exist_ok=True)
+                os.replace(os.path.join(str(self.manager.directory), str(step)), target)
+            logging.warning(
+                "Checkpoint step %d is damaged (%s); resuming from step %d instead. The damaged step was moved to %s.",
+                step,
+                why,
+                restored_step,
+                target,
+            )
+        self.manager.reload()
 
     def save(self, step: int, state: Any, force: bool = False) -> None:
         """Saves asynchronously; `force` saves even off the manager's interval (preemption, end)."""

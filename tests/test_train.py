@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -201,6 +202,51 @@ def test_checkpoint_from_another_config_names_the_field(tmp_path, cache_dir):
         train.train_and_evaluate(changed, str(tmp_path))
     assert "params/encoder/Dense_0/kernel" in str(error.value)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # Nothing overwritten.
+
+
+def _damage(step_dir, kind: str) -> None:
+    state = step_dir / "state"
+    if kind == "truncated_data":
+        files = [p for p in state.rglob("*") if p.is_file() and "/d/" in str(p)]
+        largest = max(files, key=lambda p: p.stat().st_size)
+        largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    elif kind == "empty_metadata":
+        (state / "_METADATA").write_bytes(b"")
+    else:
+        (state / "_METADATA").unlink()
+
+
+@pytest.fixture(scope="module")
+def straight_six_steps(tmp_path_factory, cache_dir):
+    """A VAE run straight to step 6 (checkpoints every 2 steps), the reference for resumed runs."""
+    workdir = tmp_path_factory.mktemp("straight_six")
+    train.train_and_evaluate(tiny_config(cache_dir, num_steps=6), str(workdir))
+    return restore_params(str(workdir), 6)
+
+
+@pytest.mark.parametrize("kind", ["truncated_data", "empty_metadata", "deleted_metadata"])
+def test_damaged_latest_checkpoint_resumes_from_the_previous_one(kind, tmp_path, cache_dir, caplog, straight_six_steps):
+    train.train_and_evaluate(tiny_config(cache_dir, num_steps=4), str(tmp_path))
+    _damage(tmp_path / "checkpoints" / "4", kind)
+    with caplog.at_level(logging.WARNING):
+        state = train.train_and_evaluate(tiny_config(cache_dir, num_steps=6), str(tmp_path))
+    assert "Checkpoint step 4 is damaged" in caplog.text and "resuming from step 2 instead" in caplog.text
+    assert "does not fit this config" not in caplog.text
+    (aside,) = os.listdir(tmp_path / "checkpoints_damaged")  # Moved aside, not deleted.
+    assert aside.startswith("4-") and (tmp_path / "checkpoints_damaged" / aside / "state").is_dir()
+    assert int(state.step) == 6
+    resumed = restore_params(str(tmp_path), 6)
+    for x, y in zip(jax.tree.leaves(straight_six_steps["params"]), jax.tree.leaves(resumed["params"])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_every_checkpoint_damaged_is_one_clear_error(tmp_path, cache_dir):
+    train.train_and_evaluate(tiny_config(cache_dir, num_steps=4), str(tmp_path))
+    for step in ("2", "4"):
+        _damage(tmp_path / "checkpoints" / step, "empty_metadata")
+    with pytest.raises(checkpoint.DamagedCheckpointsError, match="can be read.*step 4: unreadable metadata"):
+        train.train_and_evaluate(tiny_config(cache_dir, num_steps=6), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # Nothing moved or deleted.
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
