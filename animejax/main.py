@@ -131,6 +131,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as error:
         message = _unknown_field_message(argv) or f"bad --config override: {error}"
         sys.exit(f"animejax: error: {message}")
+    except flags.IllegalFlagValueError as error:  # E.g. --config.train.batch_size=abc.
+        sys.exit(f"animejax: error: {str(error).removeprefix('flag ')}")
 
 
 def run() -> None:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, methods, sharding
+from animejax import checkpoint, evaluation, methods, sharding, validation
 from animejax.data import pipeline
 from animejax.methods.base import Method
 
@@ -31,20 +31,28 @@ class RunSetup:
 
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
-    """Builds the mesh, loads data, and creates or restores the train state."""
+    """Validates the config, builds the mesh and method, loads data, and creates or restores the train state.
+
+    Nothing is written (no cache, no workdir) before the config, the devices and the network sizes check out.
+    """
+    validation.validate(config)
     shardings = sharding.make_mesh(config.mesh.num_devices)
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
-    images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
-    pipeline.check_enough_images(images, local_batch, _data_description(config.data))
     method = methods.get_method(config)
-    checkpointer = checkpoint.Checkpointer(workdir, config)
-
     root_key = jax.random.PRNGKey(config.seed)
-    example = {"image": jnp.zeros((local_batch, *images.shape[1:]), jnp.float32)}
-    abstract_state = jax.eval_shape(method.init_state, root_key, example)
+    size = config.data.image_size
+    example = {"image": jnp.zeros((local_batch, size, size, 3), jnp.float32)}
+    try:
+        abstract_state = jax.eval_shape(method.init_state, root_key, example)
+    except (ValueError, TypeError) as error:
+        raise validation.network_size_error(config, error) from None
     abstract_state = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=shardings.replicated), abstract_state
     )
+
+    images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
+    pipeline.check_enough_images(images, local_batch, _data_description(config.data))
+    checkpointer = checkpoint.Checkpointer(workdir, config)
     state = checkpointer.restore_latest(abstract_state)
     restored = state is not None
     if not restored:

@@ -290,6 +290,26 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert result.stderr.count("No checkpoint under") == 1  # A user error is printed once.
 
 
+BAD_VALUES = [
+    ("vae", "--config.train.batch_size=abc", "--config.train.batch_size=abc: invalid literal for int()"),
+    ("vae", "--config.train.batch_size=0", "train.batch_size=0: must be at least 1"),
+    ("vae", "--config.train.batch_size=-4", "train.batch_size=-4: must be at least 1"),
+    ("vae", "--config.data.image_size=7", "data.image_size=7: must be at least 8"),
+    ("vae", "--config.mesh.num_devices=4", "mesh.num_devices=4: only 1 device(s) are visible"),
+    ("vae", "--config.ema.decay=1.5", "ema.decay=1.5: must be a number in [0.0, 1.0)"),
+    ("dcgan", "--config.data.image_size=48", "data.image_size=48 with model"),
+]
+
+
+@pytest.mark.parametrize("model,override,message", BAD_VALUES)
+def test_bad_values_are_one_clear_line_and_touch_nothing(model, override, message, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli([f"--config=configs/{model}.py:quick", f"--workdir={workdir}", override])
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count(message) == 1
+    assert not (workdir / "checkpoints").exists()
+
+
 def init_and_step(config, num_devices: int):
     """(method, initial state, step, batches, shardings) on `num_devices` devices, as the loop builds them.
 
