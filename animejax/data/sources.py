@@ -11,7 +11,9 @@ cache can be keyed on it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import stat
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ from PIL import Image
 from animejax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+_MAX_NAMED_SKIPS = 5
 
 
 class DataError(UserError, ValueError):
@@ -63,15 +66,69 @@ def center_crop_resize(image: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _file_problem(path: str, seen_files: set) -> str | None:
+    """Why an image-named entry cannot be used (None when it can): it must be a readable regular file, new."""
+    try:
+        info = os.stat(path)  # Follows links.
+    except OSError as error:
+        return "broken link" if os.path.islink(path) else f"cannot be read ({error.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    if (info.st_dev, info.st_ino) in seen_files:
+        return "the same file as one listed before (a link)"
+    seen_files.add((info.st_dev, info.st_ino))
+    return None
+
+
+def scan_images(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image files under `folder`, recursively, each real file once, and the entries skipped with why.
+
+    Order: a folder's files (sorted), then its sub-folders (sorted), depth first. Links are followed, but a
+    folder already visited (a link loop such as `self -> .`) is not entered again, and a file reached twice
+    through links is listed once. Broken links, unreadable files and special files are skipped.
+
+    Returns:
+      (paths, [(path, reason), ...]).
+    """
+    paths, skipped, seen_dirs, seen_files = [], [], set(), set()
+
+    def visit(directory: str) -> None:
+        try:
+            info = os.stat(directory)
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            skipped.append((directory, f"folder cannot be read ({error.strerror})"))
+            return
+        if (info.st_dev, info.st_ino) in seen_dirs:
+            skipped.append((directory, "a link to a folder already visited"))
+            return
+        seen_dirs.add((info.st_dev, info.st_ino))
+        subfolders = []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()  # Follows links.
+            except OSError:
+                is_folder = False
+            if is_folder:
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                problem = _file_problem(entry.path, seen_files)
+                if problem:
+                    skipped.append((entry.path, problem))
+                else:
+                    paths.append(entry.path)
+        for subfolder in subfolders:
+            visit(subfolder)
+
+    visit(folder)
+    return paths, skipped
+
+
 def list_images(folder: str) -> list[str]:
-    """All image files under `folder`, recursively, in a stable sorted order."""
-    paths = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.join(root, name))
-    return paths
+    """The usable image files under `folder` (see `scan_images`), in a stable order."""
+    return scan_images(folder)[0]
 
 
 class ImageFolder:
@@ -94,7 +151,20 @@ class ImageFolder:
         self.folder = folder
         self.name = f"folder:{os.path.abspath(folder)}"
         self.image_size = image_size
-        self.paths = list(paths) if paths is not None else list_images(folder)
+        self.skipped: list[tuple[str, str]] = []
+        if paths is None:
+            paths, self.skipped = scan_images(folder)
+            if self.skipped:
+                named = "; ".join(f"{path} ({why})" for path, why in self.skipped[:_MAX_NAMED_SKIPS])
+                more = len(self.skipped) - _MAX_NAMED_SKIPS
+                logging.warning(
+                    "%s: skipped %d entries: %s%s",
+                    folder,
+                    len(self.skipped),
+                    named,
+                    f"; {more} more" if more > 0 else "",
+                )
+        self.paths = list(paths)
         if not self.paths:
             raise DataError(
                 f"Image folder {folder!r} holds no images (looked recursively for {', '.join(IMAGE_EXTENSIONS)})."
@@ -106,8 +176,11 @@ class ImageFolder:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for path in self.paths:
-            stat = os.stat(path)
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            try:
+                info = os.stat(path)
+                digest.update(f"{path}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+            except OSError:  # Gone since the listing: load() will report it as unreadable.
+                digest.update(f"{path}|unreadable\n".encode())
         return digest.hexdigest()[:16]
 
     def load(self, index: int) -> np.ndarray:
