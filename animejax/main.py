@@ -22,7 +22,10 @@ MODES = ("train", "sample", "eval")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/vae.py or configs/vae.py:quick.", lock_config=True
+    "config",
+    None,
+    "A packaged config by name (vae, vae:quick, ddpm:cpu, ...) or a config file path (configs/vae.py:quick).",
+    lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
 flags.DEFINE_enum("mode", "train", MODES, "What to do with the run in --workdir.")
@@ -135,9 +138,53 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(f"animejax: error: {str(error).removeprefix('flag ')}")
 
 
+HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")
+
+
+def usage() -> str:
+    """The flags, the modes and the packaged model configs (for --help, from `python -m` or the console script)."""
+    from animejax import configs
+
+    lines = [
+        "Train, sample and evaluate generative models of anime faces.",
+        "",
+        "usage: animejax --config=NAME[:VARIANT] --workdir=DIR [--mode=train|sample|eval] [--config.a.b=value ...]",
+        "",
+        "modes:",
+        "  train   train until config.train.num_steps, resuming from --workdir (exit 75 when stopped by a signal)",
+        "  sample  write sample grids and single PNGs of the latest checkpoint (--config may be left out)",
+        "  eval    score the latest checkpoint with config.eval.metrics (--config may be left out)",
+        "",
+        "model configs (variants :quick and :cpu for CPUs; ddpm also :128):",
+        *(f"  {name:16s}{summary}" for name, summary in configs.available().items()),
+        "",
+        "flags:",
+        FLAGS.module_help(sys.modules[__name__]),
+    ]
+    return "\n".join(lines)
+
+
+def _resolve_config_name(argv: list[str]) -> list[str]:
+    """`--config=vae:quick` -> the packaged file's path; paths are kept as they are."""
+    from animejax import configs
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            try:
+                out[i] = "--config=" + configs.resolve(arg.split("=", 1)[1])
+            except ValueError as error:
+                sys.exit(f"animejax: error: {error}")
+    return out
+
+
 def run() -> None:
-    """Console-script entry point (`animejax ...`)."""
-    app.run(main, argv=_with_saved_config(sys.argv), flags_parser=_parse_flags)
+    """Console-script entry point (`animejax ...`), also used by `python -m animejax.main`."""
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        print(usage())
+        sys.exit(0)
+    argv = _with_saved_config(_resolve_config_name(sys.argv))
+    app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
