@@ -165,6 +165,63 @@ def test_exact_resume_after_sigkill(name, tmp_path, cache_dir):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
 
 
+def _latest_committed(workdir) -> int:
+    """The newest step whose checkpoint is complete on disk (0 when none)."""
+    folder = workdir / "checkpoints"
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    return max((int(n) for n in names if n.isdigit() and (folder / n / "commit_success.txt").exists()), default=0)
+
+
+def test_random_sigkills_and_a_damaged_checkpoint_still_end_bit_identical(tmp_path, cache_dir):
+    """Five SIGKILLs at random moments of a run saving every step (so several land during saves), then the newest
+    checkpoint damaged: the finished run equals the uninterrupted one bit for bit."""
+    args = [
+        "--config=configs/vae.py:quick",
+        f"--config.data.cache_dir={cache_dir}",
+        "--config.data.num_images=256",
+        "--config.train.batch_size=16",
+        "--config.train.num_steps=40",
+        "--config.train.checkpoint_every=1",
+        "--config.train.log_every=10",
+        "--config.train.sample_every=1000",
+    ]
+    straight = tmp_path / "straight"
+    assert run_cli([*args, f"--workdir={straight}"]).returncode == 0
+    killed, rng, kills = tmp_path / "killed", np.random.default_rng(0), 0
+    while kills < 5:
+        before = _latest_committed(killed)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "animejax.main", *args, f"--workdir={killed}"],
+            cwd=REPO,
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while _latest_committed(killed) <= before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.25))  # Saves run every step: many of these moments fall inside one.
+        if process.poll() is not None:
+            break  # It finished before this kill: the run is too fast for more.
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    assert kills == 5, f"only {kills} kills before the run finished"
+    newest = _latest_committed(killed)
+    assert 0 < newest < 40
+    _damage(killed / "checkpoints" / str(newest), "truncated_data")
+    finished = run_cli([*args, f"--workdir={killed}"])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"Checkpoint step {newest} is damaged" in finished.stderr
+    a, b = restore_params(str(straight), 40), restore_params(str(killed), 40)
+    for field in ("params", "ema_params", "opt_state", "rng", "step"):
+        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, cache_dir):
     args = [
         "--config=configs/vae.py:quick",
