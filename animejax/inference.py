@@ -50,6 +50,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
             writers.save_png(paths[name], writers.image_grid(pipeline.to_uint8(images), columns))
     if samples.individual is not None:
         paths["individual"] = os.path.join(workdir, "samples", f"sample_individual_{step:07d}")
+        if is_main and os.path.isdir(paths["individual"]):  # An earlier, larger sample must not linger in it.
+            for name in os.listdir(paths["individual"]):
+                if name.endswith(".png") and name[:-4].isdigit():
+                    os.remove(os.path.join(paths["individual"], name))
         for i, image in enumerate(pipeline.to_uint8(samples.individual) if is_main else ()):
             writers.save_png(os.path.join(paths["individual"], f"{i:06d}.png"), image)
     for path in paths.values():

@@ -185,6 +185,8 @@ def test_loop_previews_resume_gif_sample_and_eval(tmp_path, cache_dir, caplog):
     paths = inference.sample(config, workdir)
     assert {"samples", "interpolations", "individual"} <= set(paths)
     assert len(os.listdir(paths["individual"])) == config.sample.num_individual
+    config.sample.num_individual = 2  # Sampling again with fewer: the folder holds exactly those.
+    assert len(os.listdir(inference.sample(config, workdir)["individual"])) == 2
     assert all(os.path.exists(path) for path in paths.values())
     results = inference.evaluate(config, workdir)
     for key in ("eval/d_real", "eval/d_fake", "eval/pixel_mean_gap", "eval/pixel_std_gap"):
