@@ -52,6 +52,14 @@ def restore_params(workdir: str, step: int):
     return restored["state"]
 
 
+def assert_same_checkpoint(workdir_a, workdir_b, step: int) -> None:
+    """The two runs' checkpoints at `step` are bit-identical: parameters, EMA, optimizer, key and step."""
+    a, b = restore_params(str(workdir_a), step), restore_params(str(workdir_b), step)
+    for field in ("params", "ema_params", "opt_state", "rng", "step"):
+        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+
+
 def run_cli(args, timeout=600, **kwargs):
     return subprocess.run(
         [sys.executable, "-m", "animejax.main", *args],
@@ -159,10 +167,7 @@ def test_exact_resume_after_sigkill(name, tmp_path, cache_dir):
     resumed = run_cli([*args, f"--workdir={killed}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 10 (resumed)" in resumed.stderr
-    a, b = restore_params(str(straight), 20), restore_params(str(killed), 20)
-    for field in ("params", "ema_params", "opt_state", "rng", "step"):
-        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+    assert_same_checkpoint(straight, killed, 20)
 
 
 def _latest_committed(workdir) -> int:
@@ -216,10 +221,7 @@ def test_random_sigkills_and_a_damaged_checkpoint_still_end_bit_identical(tmp_pa
     finished = run_cli([*args, f"--workdir={killed}"])
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"Checkpoint step {newest} is damaged" in finished.stderr
-    a, b = restore_params(str(straight), 40), restore_params(str(killed), 40)
-    for field in ("params", "ema_params", "opt_state", "rng", "step"):
-        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+    assert_same_checkpoint(straight, killed, 40)
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, cache_dir):
