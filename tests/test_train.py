@@ -60,6 +60,17 @@ def assert_same_checkpoint(workdir_a, workdir_b, step: int) -> None:
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
 
 
+def start_cli(args) -> subprocess.Popen:
+    """The command line started in the background, its output discarded (for runs a test kills)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "animejax.main", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_cli(args, timeout=600, **kwargs):
     return subprocess.run(
         [sys.executable, "-m", "animejax.main", *args],
@@ -148,13 +159,7 @@ def test_exact_resume_after_sigkill(name, tmp_path, cache_dir):
     assert run_cli([*args, f"--workdir={straight}"]).returncode == 0
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "animejax.main", *args, f"--workdir={killed}"],
-        cwd=REPO,
-        env=subprocess_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli([*args, f"--workdir={killed}"])
     marker = killed / "checkpoints" / "10" / "commit_success.txt"
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -198,13 +203,7 @@ def test_random_sigkills_and_a_damaged_checkpoint_still_end_bit_identical(tmp_pa
     killed, rng, kills = tmp_path / "killed", np.random.default_rng(0), 0
     while kills < 5:
         before = _latest_committed(killed)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "animejax.main", *args, f"--workdir={killed}"],
-            cwd=REPO,
-            env=subprocess_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = start_cli([*args, f"--workdir={killed}"])
         deadline = time.monotonic() + 300
         while _latest_committed(killed) <= before and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)

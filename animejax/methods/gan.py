@@ -339,10 +339,9 @@ class GANMethod(Method):
     def preview(self, state: GANState, batch: Batch, rng: jax.Array) -> dict[str, jax.Array]:
         """The fixed-noise grid (the loop passes the same key every time) from the EMA and the raw generator."""
         del batch
-        latent_rng, _ = jax.random.split(rng)
-        latents = self.noise(latent_rng, self.grid_size * self.grid_size)
+        latents, synthesis_rng = self.sampler.latents(rng, self.grid_size * self.grid_size)
         return {
-            "samples_fixed": self.sampler.grid(state, rng),
+            "samples_fixed": self.synthesize(state, latents, synthesis_rng),
             "raw_fixed": self._synthesize_with(state.g_params, state.g_batch_stats, latents),
         }
 

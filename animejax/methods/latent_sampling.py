@@ -79,10 +79,14 @@ class LatentSampler:
         """z ~ N(0, I): [count, *latent_shape]."""
         return jax.random.normal(rng, (count, *self.latent_shape))
 
+    def latents(self, rng: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+        """The latents `generate` draws from `rng`, and the key it hands to `synthesize`."""
+        latent_rng, synthesis_rng = jax.random.split(rng)
+        return self.noise(latent_rng, count), synthesis_rng
+
     def generate(self, state: Any, rng: jax.Array, batch_size: int) -> jax.Array:
         """[batch_size, S, S, 3] in [-1, 1] from fresh latents; pure, jit-able (batch_size static)."""
-        latent_rng, synthesis_rng = jax.random.split(rng)
-        return self.synthesize(state, self.noise(latent_rng, batch_size), synthesis_rng)
+        return self.synthesize(state, *self.latents(rng, batch_size))
 
     def grid(self, state: Any, rng: jax.Array) -> jax.Array:
         """grid_size^2 images; with the same key every time, the fixed-noise grid that shows training progress."""
