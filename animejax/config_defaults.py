@@ -176,6 +176,7 @@ def autoencoder_config(method: str, variant: str, beta: float) -> ml_collections
     model.upsample = "subpixel"  # subpixel | transpose | nearest
     model.reconstruction = "mse"  # mse | bce
     model.beta = beta  # Weight of the KL term (0 for the plain autoencoder).
+    model.dtype = "float32"  # float32 | bfloat16 (bf16 activations and matmuls; float32 params, norms and loss).
     config.optim.learning_rate = 1e-3
     _apply_variant(config, variant, AUTOENCODER_SIZES)
     return config
@@ -217,6 +218,7 @@ def dcgan_model_config() -> ml_collections.ConfigDict:
     model.upsample = "transpose"  # transpose (the paper) | subpixel (fast on XLA:CPU) | nearest.
     model.d_normalization = "batch"  # batch | layer | none (never on D's first level).
     model.init_std = 0.02  # Kernels ~ N(0, std), norm scales ~ N(1, std); 0 keeps Flax's initialisers.
+    model.dtype = "float32"  # float32 | bfloat16 (bf16 activations and matmuls; float32 params, norms and loss).
     return model
 
 
@@ -232,6 +234,7 @@ def resdcgan_model_config() -> ml_collections.ConfigDict:
     model.d_normalization = "none"  # batch | layer | none.
     model.spectral_norm = True  # Spectral norm on every D convolution and its logit layer.
     model.init_std = 0.0  # Flax's initialisers.
+    model.dtype = "float32"  # float32 | bfloat16 (bf16 activations and matmuls; float32 params, norms and loss).
     return model
 
 
@@ -333,4 +336,69 @@ def diffusion_config(variant: str) -> ml_collections.ConfigDict:
         config.train.batch_size, config.train.num_steps = 16, 100
         config.train.log_every, config.train.sample_every, config.train.checkpoint_every = 25, 50, 50
         config.sample.grid_size = 4
+    return config
+
+
+# --- StyleGAN2 ----------------------------------------------------------------------------------------------
+
+STYLEGAN2_SIZES = {
+    # 32 px, narrow: seconds per step on 2 CPU cores.
+    "quick": {"z_dim": 64, "w_dim": 64, "mapping_layers": 2, "channel_base": 1024, "channel_max": 64},
+    "cpu": {"z_dim": 128, "w_dim": 128, "mapping_layers": 4, "channel_base": 2048, "channel_max": 128},
+}
+
+
+def stylegan2_config(variant: str) -> ml_collections.ConfigDict:
+    """StyleGAN2 (Karras et al. 2020) at 64 px with stylegan2-ada-pytorch's losses; `:256`, `:quick`, `:cpu`."""
+    config = base_config()
+    config.method = "stylegan2"
+    config.model = model = ml_collections.ConfigDict()
+    model.arch = "stylegan2"  # animejax.models: the StyleGAN2 generator and resnet discriminator.
+    model.z_dim = 512
+    model.w_dim = 512
+    model.mapping_layers = 8
+    model.mapping_lr_multiplier = 0.01
+    model.channel_base = 16384  # Channels at resolution r: min(channel_base // r, channel_max).
+    model.channel_max = 512
+    model.mbstd_group_size = 4  # The batch on each device must be divisible by min(this, batch).
+    model.dtype = "float32"  # float32 | bfloat16 (bf16 convolutions; float32 params, styles, epilogue and loss).
+
+    config.stylegan = style = ml_collections.ConfigDict()
+    # The reference's "auto" config scales gamma with resolution and batch: 0.0002 * S^2 / B.
+    style.r1_gamma = 0.0002 * 64**2 / 64
+    style.r1_interval = 16  # Lazy R1 every this many steps (0: never).
+    style.pl_weight = 2.0
+    style.pl_interval = 4  # Lazy path-length regularisation every this many steps (0: never).
+    style.pl_batch_shrink = 2
+    style.pl_decay = 0.01
+    style.style_mixing = 0.9  # Probability of a second z from a random layer on.
+    style.w_avg_beta = 0.995
+    style.ema_kimg = 64 * 10 / 32  # Generator EMA half-life in thousands of images (the reference's auto rule).
+    style.ema_rampup = 0.05  # Half-life at most images seen * ema_rampup (0 disables the ramp-up).
+    style.augment = "ada"  # ada | diffaugment | none
+    style.ada_pipeline = "bgc"  # ADA transforms: b(lit), g(eometric), c(olour) (methods/ada.py).
+    style.ada_target = 0.6  # Target of E[sign D(real)] (0: p stays at ada_p_init).
+    style.ada_interval = 4
+    style.ada_kimg = 500.0  # Images (thousands) for p to move from 0 to 1.
+    style.ada_p_init = 0.0
+    style.diffaugment = "color,translation,cutout"  # DiffAugment policy when augment = diffaugment.
+
+    config.optim.learning_rate = 0.0025
+    config.optim.b1 = 0.0
+    config.optim.b2 = 0.99
+    config.optim.eps = 1e-8
+    config.optim_d = ml_collections.ConfigDict(config.optim.to_dict())
+    config.sample.truncation_psi = 1.0
+    config.sample.noise_mode = "const"  # const | random | none: per-pixel noise of samples.
+    config.sample.interpolation = "slerp"
+    if variant == "256":
+        config.data.image_size = 256
+        model.channel_base = 32768
+        style.r1_gamma = 0.0002 * 256**2 / 64
+    _apply_variant(config, variant, STYLEGAN2_SIZES)
+    if variant in ("quick", "cpu"):
+        style.r1_gamma = 0.0002 * 32**2 / config.train.batch_size
+        style.ema_kimg = config.train.batch_size * 10 / 32
+        style.ada_kimg = 20.0  # p moves within a short run.
+        config.optim.learning_rate = config.optim_d.learning_rate = 0.002
     return config

@@ -111,7 +111,8 @@ class Evaluator:
 
     def features(self, images: jax.Array) -> np.ndarray:
         """Inception pool3 features of a batch in [-1, 1] sharded on the mesh: [B, 2048] float32 (host)."""
-        return np.asarray(self._features(self._load_inception(), images))
+        variables = self._load_inception()  # Before reading self._features, which it sets on first use.
+        return np.asarray(self._features(variables, images))
 
     def describe(self, metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
         """What `metrics` used, recorded in every report.

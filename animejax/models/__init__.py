@@ -10,11 +10,10 @@ import dataclasses
 from typing import Callable
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.models import autoencoder, dcgan, resdcgan, unet
+from animejax.models import autoencoder, dcgan, layers, resdcgan, stylegan2, unet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,19 +23,28 @@ class GANNetworks:
     encoder: nn.Module | None  # (images, train) -> latents [B, D]; None when the family has none.
 
 
+def _dtype(model: ml_collections.ConfigDict):
+    """The computation dtype of `model.dtype` (float32 for runs saved before the field existed)."""
+    return layers.compute_dtype(model.get("dtype", "float32"))
+
+
 def _dcgan(model: ml_collections.ConfigDict, size: int) -> GANNetworks:
+    dtype = _dtype(model)
     return GANNetworks(
-        dcgan.Generator(size, model.latent_dim, model.g_channels, model.upsample),
-        dcgan.Discriminator(size, model.d_channels, model.d_normalization),
+        dcgan.Generator(size, model.latent_dim, model.g_channels, model.upsample, dtype),
+        dcgan.Discriminator(size, model.d_channels, model.d_normalization, dtype),
         None,
     )
 
 
 def _resdcgan(model: ml_collections.ConfigDict, size: int) -> GANNetworks:
+    dtype = _dtype(model)
     return GANNetworks(
-        resdcgan.Generator(size, model.latent_dim, model.g_channels, model.max_channels, model.upsample),
-        resdcgan.Discriminator(size, model.d_channels, model.max_channels, model.d_normalization, model.spectral_norm),
-        resdcgan.Encoder(size, model.latent_dim, model.d_channels, model.max_channels),
+        resdcgan.Generator(size, model.latent_dim, model.g_channels, model.max_channels, model.upsample, dtype),
+        resdcgan.Discriminator(
+            size, model.d_channels, model.max_channels, model.d_normalization, model.spectral_norm, dtype
+        ),
+        resdcgan.Encoder(size, model.latent_dim, model.d_channels, model.max_channels, dtype),
     )
 
 
@@ -48,13 +56,11 @@ def _conv_autoencoder(model: ml_collections.ConfigDict, size: int, variational: 
         max_channels=model.max_channels,
         upsample=model.upsample,
         variational=variational,
+        dtype=_dtype(model),
     )
 
 
 def _unet(model: ml_collections.ConfigDict, size: int) -> nn.Module:
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if model.dtype not in dtypes:
-        raise ConfigError(f"Unknown model.dtype {model.dtype!r}; choose one of {', '.join(dtypes)}.")
     network = unet.UNet(
         base_channels=model.base_channels,
         channel_multipliers=tuple(model.channel_multipliers),
@@ -63,7 +69,7 @@ def _unet(model: ml_collections.ConfigDict, size: int) -> nn.Module:
         dropout=model.dropout,
         num_groups=model.num_groups,
         num_heads=model.num_heads,
-        dtype=dtypes[model.dtype],
+        dtype=_dtype(model),
     )
     try:
         network.check(size, size)
@@ -99,3 +105,31 @@ def autoencoder_network(config: ml_collections.ConfigDict, variational: bool) ->
 def denoiser_network(config: ml_collections.ConfigDict) -> nn.Module:
     """The diffusion denoiser of `config.model.arch`: (x_t, t, train) -> prediction of the configured target."""
     return _lookup(DENOISER_ARCHS, config.model.arch, "diffusion")(config.model, config.data.image_size)
+
+
+def stylegan2_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
+    """The StyleGAN2 generator and discriminator at `config.data.image_size` (32 to 256 px)."""
+    model, size = config.model, config.data.image_size
+    try:
+        stylegan2.check_resolution(size)
+    except ValueError as error:
+        raise ConfigError(f"StyleGAN2 does not fit data.image_size={size}: {error}.") from None
+    dtype = _dtype(model)
+    generator = stylegan2.Generator(
+        z_dim=model.z_dim,
+        w_dim=model.w_dim,
+        img_resolution=size,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        mapping_layers=model.mapping_layers,
+        mapping_lr_multiplier=model.mapping_lr_multiplier,
+        dtype=dtype,
+    )
+    discriminator = stylegan2.Discriminator(
+        img_resolution=size,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        mbstd_group_size=model.mbstd_group_size,
+        dtype=dtype,
+    )
+    return generator, discriminator

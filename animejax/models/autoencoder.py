@@ -10,6 +10,7 @@ start at `base_channels` at full resolution and double each level up to
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,14 +34,15 @@ class Encoder(nn.Module):
     out_features: int
     base_channels: int = 32
     max_channels: int = 256
+    dtype: Any = jnp.float32  # Computation dtype; params and the output are float32.
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         x = images
         for channels in level_channels(self.image_size, self.base_channels, self.max_channels):
-            x = leaky_relu(nn.Conv(channels, (4, 4), strides=(2, 2), padding=1)(x))
+            x = leaky_relu(nn.Conv(channels, (4, 4), strides=(2, 2), padding=1, dtype=self.dtype)(x))
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.out_features)(x)
+        return nn.Dense(self.out_features, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class Decoder(nn.Module):
@@ -50,15 +52,16 @@ class Decoder(nn.Module):
     base_channels: int = 32
     max_channels: int = 256
     upsample: str = "subpixel"
+    dtype: Any = jnp.float32  # Computation dtype; params and the output are float32.
 
     @nn.compact
     def __call__(self, latents: jax.Array) -> jax.Array:
         channels = level_channels(self.image_size, self.base_channels, self.max_channels)[::-1]
-        x = nn.Dense(4 * 4 * channels[0])(latents)
+        x = nn.Dense(4 * 4 * channels[0], dtype=self.dtype)(latents)
         x = leaky_relu(x.reshape(latents.shape[0], 4, 4, channels[0]))
         for out_channels in channels[1:] + [self.base_channels]:
-            x = leaky_relu(Upsample2x(out_channels, self.upsample)(x))
-        return nn.Conv(3, (3, 3), padding=1)(x)
+            x = leaky_relu(Upsample2x(out_channels, self.upsample, self.dtype)(x))
+        return nn.Conv(3, (3, 3), padding=1, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class AutoEncoder(nn.Module):
@@ -74,11 +77,12 @@ class AutoEncoder(nn.Module):
     max_channels: int = 256
     upsample: str = "subpixel"
     variational: bool = True
+    dtype: Any = jnp.float32  # Computation dtype of encoder and decoder; params, codes and outputs are float32.
 
     def setup(self):
         out_features = 2 * self.latent_dim if self.variational else self.latent_dim
-        self.encoder = Encoder(self.image_size, out_features, self.base_channels, self.max_channels)
-        self.decoder = Decoder(self.image_size, self.base_channels, self.max_channels, self.upsample)
+        self.encoder = Encoder(self.image_size, out_features, self.base_channels, self.max_channels, self.dtype)
+        self.decoder = Decoder(self.image_size, self.base_channels, self.max_channels, self.upsample, self.dtype)
 
     def encode(self, images: jax.Array):
         h = self.encoder(images)

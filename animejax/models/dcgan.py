@@ -22,6 +22,7 @@ Batch norm uses PyTorch's momentum 0.1 (Flax momentum 0.9) and epsilon 1e-5.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -43,22 +44,31 @@ def num_levels(image_size: int) -> int:
     return levels
 
 
-def normalization(kind: str, train: bool, name: str | None = None):
+def normalization(kind: str, train: bool, name: str | None = None, dtype: Any = jnp.float32):
     """A normalization layer over [B, H, W, C] maps, or the identity for "none".
+
+    Statistics, scale and bias are float32 whatever `dtype` is; the output is cast to `dtype`.
 
     Args:
       kind: "batch" (batch statistics when training, running averages otherwise),
         "layer" (per example over H, W, C, with a per-channel scale and bias), or "none".
       train: whether batch norm uses (and updates) batch statistics.
       name: the submodule name.
+      dtype: the computation dtype of the network around it.
     """
     if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=NORM_EPSILON, name=name)
-    if kind == "layer":
-        return nn.LayerNorm(epsilon=NORM_EPSILON, reduction_axes=(-3, -2, -1), feature_axes=-1, name=name)
-    if kind == "none":
+        layer = nn.BatchNorm(
+            use_running_average=not train, momentum=BN_MOMENTUM, epsilon=NORM_EPSILON, dtype=jnp.float32, name=name
+        )
+    elif kind == "layer":
+        layer = nn.LayerNorm(
+            epsilon=NORM_EPSILON, reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=jnp.float32, name=name
+        )
+    elif kind == "none":
         return lambda x: x
-    raise ConfigError(f"Unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATIONS)}.")
+    else:
+        raise ConfigError(f"Unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATIONS)}.")
+    return lambda x: layer(x.astype(jnp.float32)).astype(dtype)
 
 
 class Generator(nn.Module):
@@ -68,19 +78,20 @@ class Generator(nn.Module):
     latent_dim: int = 100
     base_channels: int = 64  # Channels at S/2 (PyTorch's ngf); doubled at each lower level.
     upsample: str = "transpose"  # transpose | subpixel | nearest (models.layers.Upsample2x).
+    dtype: Any = jnp.float32  # Computation dtype; params, norm statistics and the output are float32.
 
     @nn.compact
     def __call__(self, latents: jax.Array, train: bool = True) -> jax.Array:
         levels = num_levels(self.image_size)
         channels = [self.base_channels * 2 ** (levels - 1 - i) for i in range(levels)]
-        x = nn.Dense(4 * 4 * channels[0], use_bias=False, name="project")(latents)
+        x = nn.Dense(4 * 4 * channels[0], use_bias=False, dtype=self.dtype, name="project")(latents)
         x = x.reshape(latents.shape[0], 4, 4, channels[0])
-        x = nn.relu(normalization("batch", train)(x))
+        x = nn.relu(normalization("batch", train, dtype=self.dtype)(x))
         for features in channels[1:]:
-            x = Upsample2x(features, self.upsample)(x)
-            x = nn.relu(normalization("batch", train)(x))
-        x = Upsample2x(3, self.upsample)(x)
-        return jnp.tanh(x)
+            x = Upsample2x(features, self.upsample, self.dtype)(x)
+            x = nn.relu(normalization("batch", train, dtype=self.dtype)(x))
+        x = Upsample2x(3, self.upsample, self.dtype)(x)
+        return jnp.tanh(x.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
@@ -89,6 +100,7 @@ class Discriminator(nn.Module):
     image_size: int = 64
     base_channels: int = 64  # Channels at S/2 (PyTorch's ndf); doubled at each lower level.
     normalization: str = "batch"  # batch | layer | none; never on the first level.
+    dtype: Any = jnp.float32  # Computation dtype; params, norm statistics and the logits are float32.
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = True) -> jax.Array:
@@ -97,12 +109,13 @@ class Discriminator(nn.Module):
             normalized = level > 0 and self.normalization != "none"
             # A bias before batch norm is cancelled by its mean subtraction: none there, as PyTorch DCGAN.
             use_bias = not (normalized and self.normalization == "batch")
-            x = nn.Conv(self.base_channels * 2**level, (4, 4), strides=(2, 2), padding=1, use_bias=use_bias)(x)
+            features = self.base_channels * 2**level
+            x = nn.Conv(features, (4, 4), strides=(2, 2), padding=1, use_bias=use_bias, dtype=self.dtype)(x)
             if normalized:
-                x = normalization(self.normalization, train)(x)
+                x = normalization(self.normalization, train, dtype=self.dtype)(x)
             x = leaky_relu(x)
-        x = nn.Conv(1, (4, 4), padding="VALID", name="logit")(x)
-        return x.reshape(images.shape[0])
+        x = nn.Conv(1, (4, 4), padding="VALID", dtype=self.dtype, name="logit")(x)
+        return x.reshape(images.shape[0]).astype(jnp.float32)
 
 
 def dcgan_reinit(params, rng: jax.Array, std: float):

@@ -1,6 +1,12 @@
-"""Shared building blocks: up-sampling layers chosen by name."""
+"""Shared building blocks: up-sampling layers chosen by name, the computation dtypes by name.
+
+Mixed precision (`model.dtype`): every network takes a computation `dtype` for its convolutions, dense layers
+and activations; parameters, normalisation statistics and the outputs the losses see stay float32.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -9,6 +15,14 @@ import jax.numpy as jnp
 from animejax.errors import ConfigError
 
 UPSAMPLE_MODES = ("subpixel", "transpose", "nearest")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Any:
+    """The jnp dtype of `model.dtype` ("float32" or "bfloat16")."""
+    if name not in DTYPES:
+        raise ConfigError(f"Unknown model.dtype {name!r}; choose one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
 
 
 def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
@@ -42,16 +56,18 @@ class Upsample2x(nn.Module):
 
     features: int
     mode: str = "subpixel"
+    dtype: Any = jnp.float32  # Computation dtype; params are float32.
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.mode == "subpixel":
-            return depth_to_space(nn.Conv(4 * self.features, (3, 3), padding=1)(x), 2)
+            return depth_to_space(nn.Conv(4 * self.features, (3, 3), padding=1, dtype=self.dtype)(x), 2)
         if self.mode == "transpose":
             # Explicit padding 2 on each side of the dilated input = PyTorch's padding=1.
-            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))(x)
+            padding = ((2, 2), (2, 2))
+            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=padding, dtype=self.dtype)(x)
         if self.mode == "nearest":
-            return nn.Conv(self.features, (3, 3), padding=1)(nearest_upsample_2x(x))
+            return nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(nearest_upsample_2x(x))
         raise ConfigError(f"Unknown upsample mode {self.mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}.")
 
 

@@ -21,6 +21,8 @@ G mirrors them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,15 +46,17 @@ class _Linear(nn.Module):
     features: int
     kernel_size: tuple[int, int] | None
     spectral_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.kernel_size is None:
-            layer = nn.Dense(self.features, name="dense")
+            layer = nn.Dense(self.features, dtype=self.dtype, name="dense")
         else:
-            layer = nn.Conv(self.features, self.kernel_size, padding="SAME", name="conv")
+            layer = nn.Conv(self.features, self.kernel_size, padding="SAME", dtype=self.dtype, name="conv")
         if self.spectral_norm:
-            return nn.SpectralNorm(layer)(x, update_stats=train)
+            # The power iteration and sigma in float32; the layer then computes in `dtype`.
+            return nn.SpectralNorm(layer, dtype=jnp.float32)(x, update_stats=train)
         return layer(x)
 
 
@@ -61,14 +65,15 @@ class ResBlockUp(nn.Module):
 
     features: int
     upsample: str = "nearest"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        h = nn.relu(normalization("batch", train)(x))
-        h = Upsample2x(self.features, self.upsample)(h)
-        h = nn.relu(normalization("batch", train)(h))
-        h = nn.Conv(self.features, (3, 3), padding=1)(h)
-        skip = nn.Conv(self.features, (1, 1), name="shortcut")(nearest_upsample_2x(x))
+        h = nn.relu(normalization("batch", train, dtype=self.dtype)(x))
+        h = Upsample2x(self.features, self.upsample, self.dtype)(h)
+        h = nn.relu(normalization("batch", train, dtype=self.dtype)(h))
+        h = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(h)
+        skip = nn.Conv(self.features, (1, 1), dtype=self.dtype, name="shortcut")(nearest_upsample_2x(x))
         return h + skip
 
 
@@ -79,16 +84,17 @@ class ResBlockDown(nn.Module):
     first: bool = False  # The first block sees images: no pre-activation.
     normalization: str = "none"
     spectral_norm: bool = False
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         h = x
         if not self.first:
-            h = leaky_relu(normalization(self.normalization, train)(h))
-        h = _Linear(self.features, (3, 3), self.spectral_norm)(h, train)
-        h = leaky_relu(normalization(self.normalization, train)(h))
-        h = _Linear(self.features, (3, 3), self.spectral_norm)(h, train)
-        skip = _Linear(self.features, (1, 1), self.spectral_norm, name="shortcut")(x, train)
+            h = leaky_relu(normalization(self.normalization, train, dtype=self.dtype)(h))
+        h = _Linear(self.features, (3, 3), self.spectral_norm, self.dtype)(h, train)
+        h = leaky_relu(normalization(self.normalization, train, dtype=self.dtype)(h))
+        h = _Linear(self.features, (3, 3), self.spectral_norm, self.dtype)(h, train)
+        skip = _Linear(self.features, (1, 1), self.spectral_norm, self.dtype, name="shortcut")(x, train)
         return _avg_pool2(h) + _avg_pool2(skip)
 
 
@@ -100,16 +106,18 @@ class Generator(nn.Module):
     base_channels: int = 64  # Channels at full resolution; doubled per lower level.
     max_channels: int = 512
     upsample: str = "nearest"  # Main-path up-sampling: transpose | subpixel | nearest.
+    dtype: Any = jnp.float32  # Computation dtype; params, norm statistics and the output are float32.
 
     @nn.compact
     def __call__(self, latents: jax.Array, train: bool = True) -> jax.Array:
         channels = _channels(self.image_size, self.base_channels, self.max_channels)[::-1]
-        x = nn.Dense(4 * 4 * channels[0], name="project")(latents)
+        x = nn.Dense(4 * 4 * channels[0], dtype=self.dtype, name="project")(latents)
         x = x.reshape(latents.shape[0], 4, 4, channels[0])
         for features in channels[1:] + [self.base_channels]:
-            x = ResBlockUp(features, self.upsample)(x, train)
-        x = nn.relu(normalization("batch", train)(x))
-        return jnp.tanh(nn.Conv(3, (3, 3), padding=1, name="to_rgb")(x))
+            x = ResBlockUp(features, self.upsample, self.dtype)(x, train)
+        x = nn.relu(normalization("batch", train, dtype=self.dtype)(x))
+        x = nn.Conv(3, (3, 3), padding=1, dtype=self.dtype, name="to_rgb")(x)
+        return jnp.tanh(x.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
@@ -120,14 +128,16 @@ class Discriminator(nn.Module):
     max_channels: int = 512
     normalization: str = "none"  # batch | layer | none.
     spectral_norm: bool = True
+    dtype: Any = jnp.float32  # Computation dtype; params, norm statistics and the logits are float32.
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = True) -> jax.Array:
         x = images
         for i, features in enumerate(_channels(self.image_size, self.base_channels, self.max_channels)):
-            x = ResBlockDown(features, i == 0, self.normalization, self.spectral_norm)(x, train)
-        x = jnp.sum(leaky_relu(x), axis=(1, 2))
-        return _Linear(1, None, self.spectral_norm, name="logit")(x, train).reshape(images.shape[0])
+            x = ResBlockDown(features, i == 0, self.normalization, self.spectral_norm, self.dtype)(x, train)
+        x = jnp.sum(leaky_relu(x).astype(jnp.float32), axis=(1, 2))
+        logits = _Linear(1, None, self.spectral_norm, self.dtype, name="logit")(x, train)
+        return logits.reshape(images.shape[0]).astype(jnp.float32)
 
 
 class Encoder(nn.Module):
@@ -137,11 +147,12 @@ class Encoder(nn.Module):
     latent_dim: int = 128
     base_channels: int = 64
     max_channels: int = 512
+    dtype: Any = jnp.float32  # Computation dtype; params and the latents are float32.
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = True) -> jax.Array:
         x = images
         for i, features in enumerate(_channels(self.image_size, self.base_channels, self.max_channels)):
-            x = ResBlockDown(features, i == 0)(x, train)
+            x = ResBlockDown(features, i == 0, dtype=self.dtype)(x, train)
         x = leaky_relu(x).reshape(images.shape[0], -1)
-        return nn.Dense(self.latent_dim, name="latent")(x)
+        return nn.Dense(self.latent_dim, dtype=self.dtype, name="latent")(x).astype(jnp.float32)

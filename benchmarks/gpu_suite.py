@@ -1,0 +1,459 @@
+"""Every accelerator figure animejax promises, from one command: train steps against PyTorch, FLOP utilisation,
+FID features against pytorch-fid, a 50k-sample FID end to end, the Fréchet distance, and sampling throughput.
+
+Each entry runs animejax and, where one exists, the PyTorch version of the same network (the benchmarks'
+references: benchmarks/vae_step.py, gan_step.py, diffusion_step.py; torch on CUDA when present) in the same
+process, in float32 and bfloat16 (`model.dtype`; torch under `torch.autocast(bfloat16)`). The model FLOP
+utilisation (MFU) is XLA's cost analysis of the compiled train step (FLOPs per step) over the measured step
+time, against the GPU's dense peak (bf16 tensor cores for bfloat16, TF32 for float32). Results go to
+`<out>/gpu_suite.json` and `<out>/gpu_suite.md`, a table ready for BENCHMARKS.md with the machine and date.
+
+The whole suite stops starting entries after `--budget_s` (default 270 s, so a run fits in 5 minutes with
+the last entry and the start-up); entries left out are listed as skipped. The order puts the figures with
+targets first. `--dry_run` runs the same code paths on a CPU with tiny models, every family once in float32
+and DCGAN in bfloat16 as well (XLA:CPU compiles bf16 graphs slowly), and the test suite runs it.
+
+On the GPU machine (Python 3.12, jax with CUDA, flax, optax, orbax, chex, torch; no network) the missing
+pure-Python packages travel as wheels next to the code; see BENCHMARKS.md, "GPU suite", for the download
+command. Then:
+
+  python benchmarks/gpu_suite.py --out=/tmp/suite          # on the GPU
+  python benchmarks/gpu_suite.py --dry_run --out=/tmp/dry  # on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+FAMILIES = ("ddpm", "dcgan", "resdcgan", "wgan_gp", "vae")
+DTYPES = ("bfloat16", "float32")
+# Dense peak FLOP/s by device kind (NVIDIA data sheets, SXM parts): (bf16 tensor core, TF32 tensor core).
+PEAK_FLOPS = {"H100": (989e12, 494e12), "H200": (989e12, 494e12), "A100": (312e12, 156e12), "V100": (125e12, 15.7e12)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "animejax_gpu_suite"))
+    parser.add_argument("--dry_run", action="store_true", help="Tiny sizes on the CPU: checks every code path.")
+    parser.add_argument("--budget_s", type=float, default=None, help="Start no entry after this many seconds.")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--fid_images", type=int, default=50_000, help="Generated images of the end-to-end FID.")
+    return parser.parse_args(argv)
+
+
+class Sizes:
+    """Step counts and image counts of a full run (GPU) or a dry run (CPU)."""
+
+    def __init__(self, dry_run: bool, fid_images: int):
+        self.variant = "quick" if dry_run else ""  # Configs' :quick (32 px, small) or their default (64 px).
+        self.batch = 8 if dry_run else 64
+        self.warmup, self.steps, self.repeats = (1, 1, 1) if dry_run else (3, 10, 3)
+        self.sample_images = 8 if dry_run else 1_000  # DDIM-50 target: 1,000 64 px images in under 60 s.
+        self.sample_batch = 8 if dry_run else 250
+        self.ddim_steps = 4 if dry_run else 50
+        self.feature_images, self.feature_batch = (16, 8) if dry_run else (10_000, 250)
+        self.fid_images = 16 if dry_run else fid_images
+        self.fid_reference_images = 16 if dry_run else 10_000
+        self.frechet_dim = 64 if dry_run else 2048
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def load_config(family: str, sizes: Sizes, dtype: str):
+    import importlib
+
+    config = importlib.import_module(f"animejax.configs.{family}").get_config(sizes.variant)
+    config.model.dtype = dtype
+    config.train.batch_size = sizes.batch
+    config.mesh.num_devices = 1
+    if family == "ddpm":
+        config.model.dropout = 0.0  # Equal work in both frameworks.
+    return config
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_autocast(dtype: str):
+    """bf16 autocast for the torch side of a bfloat16 entry; nothing for float32."""
+    import torch
+
+    if dtype != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch_device(), dtype=torch.bfloat16)
+
+
+def step_flops(compiled) -> float | None:
+    """FLOPs of one compiled train step, from XLA's cost analysis (None when the backend gives none)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def peak_flops(dtype: str) -> float | None:
+    import jax
+
+    kind = jax.devices()[0].device_kind
+    for name, (bf16, tf32) in PEAK_FLOPS.items():
+        if name in kind:
+            return bf16 if dtype == "bfloat16" else tf32
+    return None
+
+
+def median_rate(run, count: int, repeats: int) -> float:
+    """Median items/s of `run()` (returns seconds) doing `count` items, over `repeats` calls."""
+    return statistics.median(count / run() for _ in range(repeats))
+
+
+# --- entries ------------------------------------------------------------------------------------------------
+
+
+class TrainPair:
+    """A family's animejax step (as the loop builds it) and its PyTorch reference on the same batch."""
+
+    def __init__(self, family: str, config, images):
+        import diffusion_step
+        import gan_step
+        import jax
+        import numpy as np
+        import vae_step
+        from common import JaxStep
+
+        device = torch_device()  # Also torch's default device (set in `main`), which the runners rely on.
+        images_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        self.jax_step = JaxStep(config, images)
+        self.state, self.step = self.jax_step.state, 0
+        # One compilation serves both the cost analysis and the timed steps.
+        key = self.jax_step.step_key(self.state.rng, 0)
+        self.compiled = self.jax_step.train_step.lower(self.state, self.jax_step.images, key, self.jax_step.frozen)
+        self.compiled = self.compiled.compile()
+        if family == "ddpm":
+            reference = diffusion_step.TorchDiffusion(config, jax.device_get(self.state.params), device)
+            self.torch_run = lambda steps: reference.train(images_nchw, steps)
+            return
+        if family == "vae":
+            runner = vae_step.TorchRunner(config, images_nchw, "default", False)
+        else:
+            runner = gan_step.TorchRunner(config, images_nchw)
+        runner.images = runner.images.to(device)  # torch.from_numpy made them on the CPU.
+        self.torch_run = runner.run
+
+    def jax_run(self, steps: int) -> float:
+        import jax
+
+        jax.block_until_ready(self.state)
+        start = time.perf_counter()
+        for _ in range(steps):
+            key = self.jax_step.step_key(self.state.rng, self.step)
+            self.state, metrics = self.compiled(self.state, self.jax_step.images, key, self.jax_step.frozen)
+            self.step += 1
+        jax.block_until_ready((self.state, metrics))
+        return time.perf_counter() - start
+
+
+def train_entry(family: str, dtype: str, sizes: Sizes) -> dict:
+    import numpy as np
+
+    config = load_config(family, sizes, dtype)
+    size, batch = config.data.image_size, config.train.batch_size
+    images = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    pair = TrainPair(family, config, images)
+    flops = step_flops(pair.compiled)
+    pair.jax_run(sizes.warmup)
+    compile_s = time.perf_counter() - start
+    with torch_autocast(dtype):
+        pair.torch_run(sizes.warmup)
+    jax_rates, torch_rates = [], []
+    for _ in range(sizes.repeats):  # Alternating, medians reported.
+        jax_rates.append(sizes.steps * batch / pair.jax_run(sizes.steps))
+        with torch_autocast(dtype):
+            torch_rates.append(sizes.steps * batch / pair.torch_run(sizes.steps))
+    jax_ips, torch_ips = statistics.median(jax_rates), statistics.median(torch_rates)
+    result = {
+        "entry": f"train {family}",
+        "dtype": dtype,
+        "shape": f"{size} px, batch {batch}",
+        "animejax": jax_ips,
+        "reference": torch_ips,
+        "unit": "img/s",
+        "ratio": jax_ips / torch_ips,
+        "compile_s": compile_s,
+    }
+    peak = peak_flops(dtype)
+    if flops:
+        result["tflops_per_step"] = flops / 1e12
+        achieved = flops * jax_ips / batch
+        result["achieved_tflops"] = achieved / 1e12
+        result["mfu"] = achieved / peak if peak else None
+    return result
+
+
+def sampling_entry(family: str, dtype: str, sizes: Sizes) -> dict:
+    """method.generate's images/s (the eval sampler for diffusion, forced to DDIM-50) from a fresh state."""
+    import jax
+
+    from animejax import methods
+
+    config = load_config(family, sizes, dtype)
+    if family == "ddpm":
+        config.eval.sampler, config.eval.sampler_steps = "ddim", sizes.ddim_steps
+    method = methods.get_method(config)
+    size = config.data.image_size
+    example = {"image": jax.numpy.zeros((sizes.batch, size, size, 3))}
+    state = jax.jit(method.init_state)(jax.random.PRNGKey(0), example)
+    generate = jax.jit(lambda state, key: method.generate(state, key, sizes.sample_batch))
+    start = time.perf_counter()
+    jax.block_until_ready(generate(state, jax.random.PRNGKey(1)))
+    compile_s = time.perf_counter() - start
+
+    def run() -> float:
+        begin = time.perf_counter()
+        out = None
+        for index in range(0, sizes.sample_images, sizes.sample_batch):
+            out = generate(state, jax.random.PRNGKey(index))
+        jax.block_until_ready(out)
+        return time.perf_counter() - begin
+
+    seconds = run()
+    what = f"DDIM-{sizes.ddim_steps}" if family == "ddpm" else "generate"
+    return {
+        "entry": f"sample {family} ({what})",
+        "dtype": dtype,
+        "shape": f"{sizes.sample_images} images of {size} px, batch {sizes.sample_batch}",
+        "animejax": sizes.sample_images / seconds,
+        "unit": "img/s",
+        "seconds": seconds,
+        "compile_s": compile_s,
+    }
+
+
+def fid_features_entry(sizes: Sizes) -> dict:
+    """animejax's jitted FID Inception against pytorch-fid, same random weights (benchmarks/fid_features.py)."""
+    import fid_features
+    import numpy as np
+
+    device = torch_device()
+    images, where = fid_features.load_images(sizes.feature_images, 64)
+    model, state_dict = fid_features.torch_network(device)
+    torch_rate, torch_first = fid_features.time_torch(model, images, sizes.feature_batch, device)
+    jax_rate, jax_first = fid_features.time_jax(state_dict, images, sizes.feature_batch)
+    return {
+        "entry": "FID Inception features vs pytorch-fid",
+        "dtype": "float32",
+        "shape": f"{sizes.feature_images} images of 64 px ({where}), batch {sizes.feature_batch}",
+        "animejax": jax_rate,
+        "reference": torch_rate,
+        "unit": "img/s",
+        "ratio": jax_rate / torch_rate,
+        "max_rel_diff": float(np.abs(jax_first - torch_first).max() / np.abs(torch_first).max()),
+    }
+
+
+def fid_end_to_end_entry(sizes: Sizes) -> dict:
+    """A DCGAN's FID through the evaluator: sampling, Inception features, statistics and distance, timed."""
+    import fid_features
+    import jax
+    import numpy as np
+    import torch
+
+    from animejax import methods, sharding
+    from animejax.evaluation import Evaluator
+    from animejax.pretrained import inception as pretrained_inception
+
+    config = load_config("dcgan", sizes, "float32")
+    _, state_dict = fid_features.torch_network("cpu")  # Random weights in the released file's layout.
+    weights = os.path.join(tempfile.mkdtemp(), pretrained_inception.FID_WEIGHTS_FILENAME)
+    torch.save({name: torch.from_numpy(array) for name, array in state_dict.items()}, weights)
+    config.eval.inception_path = weights
+    config.eval.batch_size = sizes.sample_batch
+    config.eval.weights_cache_dir = os.path.dirname(weights)
+    size = config.data.image_size
+    reals = np.random.default_rng(1).integers(0, 256, (sizes.fid_reference_images, size, size, 3), np.uint8)
+    evaluator = Evaluator(config.eval, sharding.make_mesh(1), reals, "suite_random", "suite")
+    start = time.perf_counter()
+    evaluator.reference(sizes.fid_reference_images)
+    reference_s = time.perf_counter() - start
+    method = methods.get_method(config)
+    state = jax.jit(method.init_state)(jax.random.PRNGKey(0), {"image": jax.numpy.zeros((8, size, size, 3))})
+    evaluator.evaluate(method.generate, state, jax.random.PRNGKey(2), ("fid",), sizes.sample_batch, 16)  # Compiles.
+    start = time.perf_counter()
+    results = evaluator.evaluate(
+        method.generate, state, jax.random.PRNGKey(3), ("fid",), sizes.fid_images, sizes.fid_reference_images
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "entry": f"FID of a DCGAN end to end ({sizes.fid_images} samples)",
+        "dtype": "float32",
+        "shape": f"{size} px, eval batch {sizes.sample_batch}; reference stats of {sizes.fid_reference_images} "
+        f"images took {reference_s:.1f} s",
+        "animejax": seconds,
+        "unit": "s",
+        "value": float(next(iter(results.values()))),
+    }
+
+
+def frechet_entry(sizes: Sizes) -> dict:
+    import frechet_distance
+
+    result = frechet_distance.main([f"--dim={sizes.frechet_dim}", "--num=5000", "--repeats=1"])
+    return {
+        "entry": f"Fréchet distance, D={sizes.frechet_dim}",
+        "dtype": "float64",
+        "shape": f"backend {result['backend']}",
+        "animejax": result["animejax_s"],
+        "reference": result.get("pytorch_fid_s"),
+        "unit": "s",
+        "ratio": result.get("speedup"),
+        "rel_diff": result.get("rel_diff"),
+    }
+
+
+def plan(args: argparse.Namespace, sizes: Sizes) -> list[tuple[str, object]]:
+    """(name, thunk) in priority order: the figures with targets first."""
+    families = [f for f in args.families.split(",") if f]
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    unknown = sorted(set(families) - set(FAMILIES)) + sorted(set(dtypes) - set(DTYPES))
+    if unknown:
+        raise SystemExit(f"Unknown families or dtypes {unknown}; choose from {FAMILIES} and {DTYPES}.")
+    if args.dry_run:  # Every family once in float32, DCGAN in bfloat16 too: each code path, tiny and quick.
+        pairs = [(family, "float32") for family in families] + [("dcgan", "bfloat16")] * ("dcgan" in families)
+    else:
+        pairs = [(family, dtype) for family in families for dtype in dtypes]
+    entries = []
+    for family, dtype in pairs[:1]:
+        entries.append((f"train {family} {dtype}", lambda f=family, d=dtype: train_entry(f, d, sizes)))
+    if "ddpm" in families:
+        entries.append(("sample ddpm", lambda d=pairs[0][1]: sampling_entry("ddpm", d, sizes)))
+    entries.append(("fid features", lambda: fid_features_entry(sizes)))
+    entries.append(("fid end to end", lambda: fid_end_to_end_entry(sizes)))
+    entries.append(("frechet", lambda: frechet_entry(sizes)))
+    for family, dtype in pairs[1:]:
+        entries.append((f"train {family} {dtype}", lambda f=family, d=dtype: train_entry(f, d, sizes)))
+    for family in families:
+        if family != "ddpm":
+            entries.append((f"sample {family}", lambda f=family: sampling_entry(f, pairs[0][1], sizes)))
+    return entries
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def machine_line() -> str:
+    import jax
+    import torch
+    from vae_step import machine
+
+    device = jax.devices()[0]
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA"
+    return (
+        f"{device.device_kind} ({device.platform}); host {machine()}; torch device {gpu}; Python "
+        f"{platform.python_version()}, jax {jax.__version__}, torch {torch.__version__}"
+    )
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown(report: dict) -> str:
+    dry = bool(report["dry_run"])
+    lines = [
+        f"### GPU suite, {report['date']}",
+        "",
+        f"`{report['command']}`; {report['machine']}; {report['wall_s']:.0f} s in all.",
+        "",
+        *(["**Dry run**: tiny models on a CPU, to check the code paths; its figures mean nothing.", ""] * dry),
+        "| entry | dtype | shape | animejax | reference | unit | animejax / reference | MFU | compile s | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        notes = []
+        for key in ("max_rel_diff", "rel_diff", "value", "tflops_per_step", "error"):
+            if r.get(key) is not None:
+                notes.append(f"{key} {_fmt(r[key])}")
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ""
+        lines.append(
+            f"| {r['entry']} | {r.get('dtype', '')} | {r.get('shape', '')} | {_fmt(r.get('animejax'))} "
+            f"| {_fmt(r.get('reference'))} | {r.get('unit', '')} | {_fmt(r.get('ratio'))} | {mfu} "
+            f"| {_fmt(r.get('compile_s'))} | {'; '.join(notes)} |"
+        )
+    if report["skipped"]:
+        lines += ["", f"Skipped (budget of {report['budget_s']:.0f} s reached): {', '.join(report['skipped'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.budget_s is None:  # On a GPU, so that the whole run fits in 5 minutes; a dry run does everything.
+        args.budget_s = 1e9 if args.dry_run else 270.0
+    started = time.monotonic()
+    sizes = Sizes(args.dry_run, args.fid_images)
+    from animejax import xla_flags
+
+    xla_flags.set_defaults()
+    import torch
+
+    torch.set_default_device(torch_device())  # The reference runners make their noise with plain torch.randn.
+    results, skipped = [], []
+    for name, thunk in plan(args, sizes):
+        if time.monotonic() - started > args.budget_s:
+            skipped.append(name)
+            continue
+        entry_start = time.monotonic()
+        try:
+            result = thunk()
+        except Exception as error:  # One broken entry must not cost the others' figures.
+            traceback.print_exc()
+            result = {"entry": name, "error": f"{type(error).__name__}: {error}"[:300]}
+        result["wall_s"] = time.monotonic() - entry_start
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "command": "python benchmarks/gpu_suite.py " + " ".join(argv),
+        "machine": machine_line(),
+        "budget_s": args.budget_s,
+        "dry_run": args.dry_run,
+        "wall_s": time.monotonic() - started,
+        "results": results,
+        "skipped": skipped,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gpu_suite.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    table = markdown(report)
+    with open(os.path.join(args.out, "gpu_suite.md"), "w") as f:
+        f.write(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()

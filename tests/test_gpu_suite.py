@@ -1,0 +1,40 @@
+"""benchmarks/gpu_suite.py --dry_run: every entry of the GPU suite runs on the CPU and reports finite figures."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, subprocess_env
+
+
+def test_dry_run_runs_every_entry(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_fid")
+    out = tmp_path / "suite"
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "gpu_suite.py"), "--dry_run", f"--out={out}"]
+    completed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=1500)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((out / "gpu_suite.json").read_text())
+    assert report["dry_run"] and not report["skipped"]
+    errors = [r for r in report["results"] if "error" in r]
+    assert not errors, errors
+    names = [r["entry"] for r in report["results"]]
+    for family in ("ddpm", "dcgan", "resdcgan", "wgan_gp", "vae"):
+        assert f"train {family}" in names
+        assert any(name.startswith(f"sample {family}") for name in names)
+    assert {r["dtype"] for r in report["results"] if r["entry"] == "train dcgan"} == {"float32", "bfloat16"}
+    assert any(name.startswith("FID of a DCGAN end to end") for name in names)
+    for result in report["results"]:
+        assert math.isfinite(result["animejax"]) and result["animejax"] > 0, result
+        if result.get("reference") is not None:
+            assert math.isfinite(result["ratio"]) and result["ratio"] > 0, result
+        if result["entry"].startswith("train"):
+            assert result["tflops_per_step"] > 0, result  # XLA's cost analysis gave the step's FLOPs.
+    features = next(r for r in report["results"] if r["entry"].startswith("FID Inception features"))
+    assert features["max_rel_diff"] < 1e-4  # Same weights as pytorch-fid: the same features.
+    table = (out / "gpu_suite.md").read_text()
+    assert "Dry run" in table and table.count("\n| ") == len(report["results"]) + 1  # Header + one row each.
