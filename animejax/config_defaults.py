@@ -37,6 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
     train.log_every = 100
     train.sample_every = 1_000  # Sample/reconstruction grids (TensorBoard and PNG).
     train.checkpoint_every = 1_000
+    # Start from another run's weights (its workdir, or <workdir>/checkpoints/<step>): fresh optimizer, step 0.
+    train.init_from = ""
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.name = "adam"  # adam | adamw
@@ -391,6 +393,7 @@ def stylegan2_config(variant: str) -> ml_collections.ConfigDict:
     config.sample.truncation_psi = 1.0
     config.sample.noise_mode = "const"  # const | random | none: per-pixel noise of samples.
     config.sample.interpolation = "slerp"
+    config.sample.animation_frames = 24  # Frames of --mode=sample's interpolation GIFs (in z and in w).
     if variant == "256":
         config.data.image_size = 256
         model.channel_base = 32768

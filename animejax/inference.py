@@ -56,6 +56,11 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
                     os.remove(os.path.join(paths["individual"], name))
         for i, image in enumerate(pipeline.to_uint8(samples.individual) if is_main else ()):
             writers.save_png(os.path.join(paths["individual"], f"{i:06d}.png"), image)
+    for name, frames in samples.animations.items():
+        paths[name] = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.gif")
+        if is_main:
+            rows = [writers.image_grid(pipeline.to_uint8(frame), len(frame)) for frame in frames]
+            writers.save_gif(paths[name], rows)
     for path in paths.values():
         logging.info("Wrote %s", path)
     if run.method.progress_grid and is_main:

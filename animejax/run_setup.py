@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, methods, sharding, validation
+from animejax import checkpoint, evaluation, methods, sharding, transfer, validation
 from animejax.data import pipeline
 from animejax.methods.base import Method
 
@@ -58,6 +58,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     if not restored:
         init = jax.jit(method.init_state, out_shardings=shardings.replicated)
         state = init(root_key, example)
+        if config.train.get("init_from"):
+            state = transfer.initialise_from(config.train.init_from, state, abstract_state, method.transfer_exclude)
     return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored)
 
 

@@ -161,6 +161,15 @@ def grid_paths(workdir: str, name: str = "samples_fixed") -> list[str]:
     return [path for _, path in sorted(found)]
 
 
+def save_gif(path: str, frames: list[np.ndarray], frame_ms: int = 80) -> None:
+    """Writes uint8 [H, W, 3] frames as a looping GIF (atomically: a temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    images = [Image.fromarray(frame) for frame in frames]
+    tmp = path + ".tmp.gif"
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=frame_ms, loop=0, optimize=False)
+    os.replace(tmp, path)
+
+
 def progress_gif(workdir: str, name: str = "samples_fixed", frame_ms: int = 200, last_frame_ms: int = 2000) -> str:
     """Writes `workdir/samples/progress_<name>.gif` from the saved grids; returns its path.
 

@@ -53,11 +53,14 @@ def restore_params(workdir: str, step: int):
 
 
 def assert_same_checkpoint(workdir_a, workdir_b, step: int) -> None:
-    """The two runs' checkpoints at `step` are bit-identical: parameters, EMA, optimizer, key and step."""
+    """The two runs' checkpoints at `step` are bit-identical: every array of the state (parameters, EMA,
+    optimizer, key, step and any method's running values)."""
     a, b = restore_params(str(workdir_a), step), restore_params(str(workdir_b), step)
-    for field in ("params", "ema_params", "opt_state", "rng", "step"):
-        for x, y in zip(jax.tree.leaves(a[field]), jax.tree.leaves(b[field])):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=field)
+    leaves_a, leaves_b = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    assert [path for path, _ in leaves_a] == [path for path, _ in leaves_b]
+    assert len(leaves_a) > 3
+    for (path, x), (_, y) in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
 
 
 def start_cli(args) -> subprocess.Popen:
@@ -140,6 +143,13 @@ RESUME_CASES = {
         "--config.model.base_channels=16",
         "--config.model.num_groups=4",
         "--config.sample.grid_size=2",  # The last step's preview runs the sampler.
+    ],
+    "stylegan2": [  # R1 and path length on steps 0 and 16, ADA moving p: its state and pl_mean must resume too.
+        "--config=configs/stylegan2.py:quick",
+        "--config.train.batch_size=8",
+        "--config.stylegan.ada_kimg=1",
+        "--config.stylegan.r1_interval=8",
+        "--config.sample.grid_size=2",
     ],
 }
 

@@ -48,10 +48,12 @@ class Samples:
       grids: name -> (images [N, S, S, 3] in [-1, 1], columns): one PNG grid each.
       individual: [M, S, S, 3] in [-1, 1], one PNG per image (for pytorch-fid, clean-fid and the comparison
         report), or None.
+      animations: name -> frames [T, N, S, S, 3] in [-1, 1]: one GIF each, frame t a row of N images.
     """
 
     grids: dict[str, tuple[np.ndarray, int]]
     individual: np.ndarray | None = None
+    animations: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 class LoopCallback:
@@ -70,6 +72,8 @@ class Method:
 
     # The `preview` grid that --mode=sample animates over training into a GIF, or None.
     progress_grid: str | None = None
+    # State fields `train.init_from` leaves fresh besides step, rng and optimizer states (animejax/transfer.py).
+    transfer_exclude: tuple[str, ...] = ()
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

@@ -1,0 +1,76 @@
+"""Starting a run from another run's weights (`train.init_from`): transfer learning and fine-tuning.
+
+The new run takes the networks of the source checkpoint (parameters, batch statistics, EMAs and whatever else
+its state holds, e.g. StyleGAN2's w average) with a fresh optimizer state, step 0 and its own key, so its
+learning-rate schedule, EMA ramp-up and data order start over. Fields a method lists in `transfer_exclude`
+(StyleGAN2's ADA probability and path-length mean) are fresh too. It applies only when the run's own workdir has
+no checkpoint yet: once the new run has saved, it resumes from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from animejax import checkpoint
+from animejax.errors import UserError
+
+FRESH_FIELDS = ("step", "rng")
+
+
+class InitFromError(UserError, ValueError):
+    """`train.init_from` names no readable checkpoint."""
+
+
+def _manager_and_step(source: str) -> tuple[ocp.CheckpointManager, int]:
+    """A workdir (its latest checkpoint) or one checkpoint folder `<workdir>/checkpoints/<step>`."""
+    path = os.path.abspath(os.path.expanduser(source))
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        folder, step = os.path.join(path, "checkpoints"), None
+    elif os.path.basename(path).isdigit() and os.path.isdir(path):
+        folder, step = os.path.dirname(path), int(os.path.basename(path))
+    else:
+        raise InitFromError(
+            f"train.init_from={source!r} is neither a run's workdir (with a checkpoints/ folder) nor a checkpoint "
+            "folder such as runs/dcgan/checkpoints/20000."
+        )
+    manager = ocp.CheckpointManager(folder, item_handlers={"state": ocp.StandardCheckpointHandler()})
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+        raise InitFromError(f"train.init_from={source!r}: no complete checkpoint under {folder}.")
+    return manager, step
+
+
+def transferred_fields(state: Any, exclude: tuple[str, ...]) -> list[str]:
+    """The state fields taken from the source: all but step, rng, optimizer states and `exclude`."""
+    names = [field.name for field in dataclasses.fields(state)]
+    return [n for n in names if n not in FRESH_FIELDS and not n.endswith("opt_state") and n not in exclude]
+
+
+def initialise_from(source: str, fresh_state: Any, abstract_state: Any, exclude: tuple[str, ...] = ()) -> Any:
+    """`fresh_state` with the networks of the checkpoint at `source` (see the module docstring).
+
+    Raises:
+      InitFromError: no checkpoint at `source`.
+      checkpoint.CheckpointMismatchError: the source's tensors differ in shape from this config's (another
+        resolution, width or family), naming the first ones.
+    """
+    manager, step = _manager_and_step(source)
+    fields = transferred_fields(fresh_state, exclude)
+    saved_tree = manager.item_metadata(step)["state"]
+    problems = checkpoint._shape_mismatches(saved_tree, abstract_state)
+    if problems:
+        raise checkpoint.CheckpointMismatchError(
+            f"train.init_from={source!r} (step {step}) does not fit this config: the networks must have the "
+            f"same shapes. Tensors that differ (first 5): {'; '.join(problems[:5])}."
+        )
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+    manager.close()
+    logging.info(
+        "Initialised from %s (step %d): %s taken; optimizer state, step and key fresh", source, step, ", ".join(fields)
+    )
+    return fresh_state.replace(**{name: getattr(restored, name) for name in fields})
