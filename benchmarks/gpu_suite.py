@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-FAMILIES = ("ddpm", "dcgan", "resdcgan", "wgan_gp", "vae")
+FAMILIES = ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae")
 DTYPES = ("bfloat16", "float32")
 # Dense peak FLOP/s by device kind (NVIDIA data sheets, SXM parts): (bf16 tensor core, TF32 tensor core).
 PEAK_FLOPS = {"H100": (989e12, 494e12), "H200": (989e12, 494e12), "A100": (312e12, 156e12), "V100": (125e12, 15.7e12)}
@@ -84,6 +84,11 @@ def load_config(family: str, sizes: Sizes, dtype: str):
     config.mesh.num_devices = 1
     if family == "ddpm":
         config.model.dropout = 0.0  # Equal work in both frameworks.
+    if family == "stylegan2":
+        config.stylegan.augment = "none"  # The torch version has no ADA (benchmarks/stylegan2_step.py).
+        if sizes.variant == "quick":  # The dry run: the narrowest networks that exercise every layer.
+            config.model.z_dim = config.model.w_dim = 8
+            config.model.channel_base, config.model.channel_max = 256, 16
     return config
 
 
@@ -142,6 +147,12 @@ class TrainPair:
 
         device = torch_device()  # Also torch's default device (set in `main`), which the runners rely on.
         images_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        if family == "stylegan2":  # Its benchmark pairs the two steps (and compiles the JAX one).
+            import stylegan2_step
+
+            jax_run, self.torch_run, self.jax_step = stylegan2_step.make_runners(config, images)
+            self.compiled, self.jax_run = jax_run.__self__.compiled, jax_run
+            return
         self.jax_step = JaxStep(config, images)
         self.state, self.step = self.jax_step.state, 0
         # One compilation serves both the cost analysis and the timed steps.

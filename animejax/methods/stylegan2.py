@@ -17,7 +17,8 @@ every phase pattern; their metrics are `Weighted` with weight 0 on steps that sk
 true averages. Both Adam optimizers get the reference's lazy-regularisation correction: with c = interval /
 (interval + 1), the learning rate is lr * c and the betas are b1^c, b2^c.
 
-Also in the state, as in the reference: the tracked w average (w_avg <- lerp(mean w, w_avg, w_avg_beta)), the
+Also in the state, as in the reference: the tracked w average (w_avg <- lerp(mean w, w_avg, w_avg_beta); once
+per step from the Gmain batch, where the reference moves it at every training call of the mapping), the
 path-length mean, the ADA probability and its accumulators (every `ada_interval` steps p moves by
 sign(E[sign D(real)] - target) * B * interval / (ada_kimg * 1000)), and the generator EMA whose half-life is
 `ema_kimg` thousand images, ramped up as min(ema_kimg * 1000, images seen * ema_rampup).
@@ -212,9 +213,11 @@ class StyleGAN2Method(Method):
         size = self.config.data.image_size
         y = jax.random.normal(y_rng, (self.pl_batch, size, size, 3)) / size  # N(0, I) / sqrt(H W).
         lengths = self.path_lengths_at(g_params, noise_const, ws, noise_rng, y)
-        new_mean = jax.lax.stop_gradient(pl_mean + self.style.pl_decay * (jnp.mean(lengths) - pl_mean))
+        # As the reference: the penalty sees the moved mean with its (pl_decay-scaled) gradient; the state keeps
+        # its value.
+        new_mean = pl_mean + self.style.pl_decay * (jnp.mean(lengths) - pl_mean)
         penalty = jnp.mean(jnp.square(lengths - new_mean))
-        return self.style.pl_weight * penalty, (new_mean, jnp.mean(lengths), penalty)
+        return self.style.pl_weight * penalty, (jax.lax.stop_gradient(new_mean), jnp.mean(lengths), penalty)
 
     def path_lengths_at(self, g_params, noise_const, ws: jax.Array, noise_rng: jax.Array, y: jax.Array):
         """[B] path lengths |J_ws^T y| (mean over layers of the squared norms, then sqrt) at `ws`, for images y."""
