@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 
 def pin_threads(threads: int) -> int:
@@ -48,3 +49,43 @@ class JaxStep:
     def __call__(self, state, step: int):
         """One step from `state` (donated) with the loop's key for `step`: returns (state, metrics)."""
         return self.train_step(state, self.images, self.step_key(state.rng, step), self.frozen)
+
+
+class CompiledSteps:
+    """A `JaxStep` compiled ahead of time, run from its initial state: one compilation serves the timed steps and
+    XLA's cost analysis (`compiled.cost_analysis()`).
+
+    Attributes:
+      jax_step, method, state (the latest), step (steps run), metrics (of the last step), compiled, compile_s.
+    """
+
+    def __init__(self, config, images_nhwc):
+        import jax
+
+        self.jax = jax
+        self.jax_step = JaxStep(config, images_nhwc)
+        self.method, self.state = self.jax_step.method, self.jax_step.state
+        start = time.perf_counter()
+        js = self.jax_step
+        self.compiled = js.train_step.lower(self.state, js.images, js.step_key(self.state.rng, 0), js.frozen).compile()
+        self.compile_s = time.perf_counter() - start
+        self.step, self.metrics = 0, None
+
+    def run(self, steps: int) -> float:
+        """Runs `steps` train steps from the current state; returns their seconds, device work included."""
+        jax, js = self.jax, self.jax_step
+        jax.block_until_ready(self.state)
+        start = time.perf_counter()
+        state, metrics = self.state, None
+        for _ in range(steps):
+            state, metrics = self.compiled(state, js.images, js.step_key(state.rng, self.step), js.frozen)
+            self.step += 1
+        jax.block_until_ready((state, metrics))
+        elapsed = time.perf_counter() - start
+        self.state, self.metrics = state, metrics
+        return elapsed
+
+    def peak_bytes(self) -> int | None:
+        """The device's peak_bytes_in_use, or None where the backend keeps no memory statistics (CPU)."""
+        stats = self.jax.devices()[0].memory_stats()
+        return None if stats is None else stats.get("peak_bytes_in_use")

@@ -143,7 +143,7 @@ class TrainPair:
         import jax
         import numpy as np
         import vae_step
-        from common import JaxStep
+        from common import CompiledSteps
 
         device = torch_device()  # Also torch's default device (set in `main`), which the runners rely on.
         images_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
@@ -153,14 +153,14 @@ class TrainPair:
             jax_run, self.torch_run, self.jax_step = stylegan2_step.make_runners(config, images)
             self.compiled, self.jax_run = jax_run.__self__.compiled, jax_run
             return
-        self.jax_step = JaxStep(config, images)
-        self.state, self.step = self.jax_step.state, 0
-        # One compilation serves both the cost analysis and the timed steps.
-        key = self.jax_step.step_key(self.state.rng, 0)
-        self.compiled = self.jax_step.train_step.lower(self.state, self.jax_step.images, key, self.jax_step.frozen)
-        self.compiled = self.compiled.compile()
+        compiled_steps = CompiledSteps(config, images)
+        self.jax_step, self.compiled, self.jax_run = (
+            compiled_steps.jax_step,
+            compiled_steps.compiled,
+            compiled_steps.run,
+        )
         if family == "ddpm":
-            reference = diffusion_step.TorchDiffusion(config, jax.device_get(self.state.params), device)
+            reference = diffusion_step.TorchDiffusion(config, jax.device_get(compiled_steps.state.params), device)
             self.torch_run = lambda steps: reference.train(images_nchw, steps)
             return
         if family == "vae":
@@ -169,18 +169,6 @@ class TrainPair:
             runner = gan_step.TorchRunner(config, images_nchw)
         runner.images = runner.images.to(device)  # torch.from_numpy made them on the CPU.
         self.torch_run = runner.run
-
-    def jax_run(self, steps: int) -> float:
-        import jax
-
-        jax.block_until_ready(self.state)
-        start = time.perf_counter()
-        for _ in range(steps):
-            key = self.jax_step.step_key(self.state.rng, self.step)
-            self.state, metrics = self.compiled(self.state, self.jax_step.images, key, self.jax_step.frozen)
-            self.step += 1
-        jax.block_until_ready((self.state, metrics))
-        return time.perf_counter() - start
 
 
 def train_entry(family: str, dtype: str, sizes: Sizes) -> dict:

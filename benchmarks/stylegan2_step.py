@@ -57,7 +57,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import JaxStep, pin_threads  # noqa: E402
+from common import CompiledSteps, pin_threads  # noqa: E402
 from vae_step import machine  # noqa: E402
 
 PARITY_LIMIT = 0.05  # A relative difference above this is a bug, not rounding (TF32 on GPUs stays ~1e-3).
@@ -128,34 +128,8 @@ def lazy_counts(config, start: int, steps: int) -> tuple[int, int]:
 # --- JAX: the step as the training loop builds it -------------------------------------------------------------
 
 
-class JaxRunner:
+class JaxRunner(CompiledSteps):
     """JaxStep's jitted step, compiled ahead of time (`compile_s`), run from its initial state."""
-
-    def __init__(self, config, images_nhwc):
-        import jax
-
-        self.jax = jax
-        self.jax_step = JaxStep(config, images_nhwc)
-        self.method, self.state = self.jax_step.method, self.jax_step.state
-        start = time.perf_counter()
-        key = self.jax_step.step_key(self.state.rng, 0)
-        lowered = self.jax_step.train_step.lower(self.state, self.jax_step.images, key, self.jax_step.frozen)
-        self.compiled = lowered.compile()  # One compilation serves the timed steps (and any cost analysis).
-        self.compile_s = time.perf_counter() - start
-        self.step, self.metrics = 0, None
-
-    def run(self, steps: int) -> float:
-        jax, js = self.jax, self.jax_step
-        jax.block_until_ready(self.state)
-        start = time.perf_counter()
-        state, metrics = self.state, None
-        for _ in range(steps):
-            state, metrics = self.compiled(state, js.images, js.step_key(state.rng, self.step), js.frozen)
-            self.step += 1
-        jax.block_until_ready((state, metrics))
-        elapsed = time.perf_counter() - start
-        self.state, self.metrics = state, metrics
-        return elapsed
 
     def param_counts(self) -> dict[str, int]:
         leaves = self.jax.tree.leaves
@@ -163,10 +137,6 @@ class JaxRunner:
             "G": sum(x.size for x in leaves(self.state.g_params)),
             "D": sum(x.size for x in leaves(self.state.d_params)),
         }
-
-    def peak_bytes(self) -> int | None:
-        stats = self.jax.devices()[0].memory_stats()
-        return None if stats is None else stats.get("peak_bytes_in_use")
 
 
 # --- PyTorch: the same networks and phases ------------------------------------------------------------------

@@ -43,7 +43,7 @@ from animejax import models
 from animejax.errors import ConfigError
 from animejax.methods import ada, augment
 from animejax.methods.base import Batch, Method, Samples, Weighted
-from animejax.methods.common import optimizer_step
+from animejax.methods.common import ema_update, optimizer_step
 from animejax.methods.latent_sampling import LatentSampler, lerp, slerp
 from animejax.models import stylegan2 as networks
 
@@ -334,7 +334,7 @@ class StyleGAN2Method(Method):
         # w_avg and the generator EMA.
         w_avg = state.w_avg + (1.0 - style.w_avg_beta) * (jnp.mean(w, axis=0) - state.w_avg)
         beta = ema_beta(state.step, count, style.ema_kimg, style.ema_rampup)
-        g_ema = jax.tree.map(lambda e, p: p + beta * (e - p), state.g_ema_params, g_params)
+        g_ema = ema_update(state.g_ema_params, g_params, beta)
         metrics["train/ema_beta"] = beta
         new_state = state.replace(
             step=state.step + 1,
