@@ -18,7 +18,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -35,9 +34,7 @@ class NotEnoughImagesError(UserError):
     """A metric asked for more real images than the dataset holds."""
 
 
-def quantize(images: jax.Array) -> jax.Array:
-    """Rounds images in [-1, 1] to the 256 levels a saved PNG would hold."""
-    return jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
+quantize = pipeline.quantize
 
 
 class Evaluator:
@@ -70,7 +67,7 @@ class Evaluator:
         self._inception = None
         self._features = None
         self._reference: dict[int, tuple[fid.ReferenceStats, np.ndarray]] = {}
-        self._samplers: dict[Callable, Callable] = {}
+        self._samplers: dict[Callable, Callable] = {}  # generate or translate -> its jitted, quantised form.
         self._to_host = jax.jit(lambda x: x, out_shardings=shardings.replicated)
 
     # --- networks and files ---------------------------------------------
@@ -141,12 +138,16 @@ class Evaluator:
 
     # --- real data --------------------------------------------------------
 
-    def _real_batches(self, count: int):
-        """Yields (global batch sharded on the mesh, number of valid rows) over the first `count` real images."""
+    def _real_batches(self, count: int, images: np.ndarray | None = None):
+        """Yields (global batch sharded on the mesh, number of valid rows) over the first `count` real images.
+
+        `images` (this process's share of another set, e.g. the held-out images) replaces the dataset's.
+        """
+        images = self.real_images if images is None else images
         local = self.batch_size // jax.process_count()
         for begin in range(0, count, self.batch_size):
             valid = min(self.batch_size, count - begin)
-            rows = np.asarray(self.real_images[begin // jax.process_count() :][:local])
+            rows = np.asarray(images[begin // jax.process_count() :][:local])
             if len(rows) < local:  # Pad the last batch; padded rows are dropped after the features.
                 rows = np.concatenate([rows, np.repeat(rows[-1:], local - len(rows), axis=0)])
             yield sharding.global_batch(pipeline.to_model_range(rows), self.shardings), valid
@@ -239,10 +240,47 @@ class Evaluator:
         Returns:
           Flat metric names (carrying their budgets, e.g. "eval/fid50k") -> values, in registry order.
         """
+        sample = self._sampler(generate)
+        return self._score(
+            lambda index: sample(state, jax.random.fold_in(rng, index)), metrics, num_images, reference_images, prefix
+        )
+
+    def evaluate_conditional(
+        self,
+        translate: Callable[[Any, dict], jax.Array],
+        state: Any,
+        inputs: np.ndarray,
+        metrics: tuple[str, ...],
+        reference_images: int,
+        prefix: str = "eval/",
+    ) -> dict[str, float]:
+        """Scores a conditional method's outputs for `inputs` (all of them) with each metric.
+
+        Args:
+          translate: (state, {"image": originals in [-1, 1]}) -> outputs [B, S, S, 3] in [-1, 1], e.g.
+            `method.translate` (SRGAN's upscaled low-resolution versions of the originals).
+          state: the train state passed to `translate`.
+          inputs: this process's share of the originals, uint8 [M, S, S, 3] (the held-out images).
+          metrics, reference_images, prefix: as `evaluate`; the outputs are compared with the dataset's
+            real images as generated samples are.
+        """
+        count = len(inputs) * jax.process_count()
+        if jax.process_count() > 1:
+            count -= count % self.batch_size
+        batches = self._real_batches(count, inputs)
+        if translate not in self._samplers:
+            self._samplers[translate] = jax.jit(
+                lambda state, images: quantize(translate(state, {"image": images})), out_shardings=self.shardings.data
+            )
+        output = self._samplers[translate]
+        return self._score(lambda index: output(state, next(batches)[0]), metrics, count, reference_images, prefix)
+
+    def _score(self, next_images: Callable[[int], jax.Array], metrics, num_images, reference_images, prefix):
+        """Feeds the images `next_images(index)` (the batch from image `index` on) to `metrics`; their results."""
         self.prepare(metrics)
         start = time.monotonic()
         selected = [metric(self.config, num_images) for metric in registry.lookup(metrics)]
-        generated_count = self._feed(selected, generate, state, rng)
+        generated_count = self._feed(selected, next_images)
         references = self._references(reference_images)
         results: dict[str, float] = {}
         for metric in selected:
@@ -271,20 +309,19 @@ class Evaluator:
             detector_path=self._detector_path,
         )
 
-    def _feed(self, metrics: list[registry.Metric], generate: Callable, state: Any, rng: jax.Array) -> int:
-        """Generates as many images as `metrics` need, feeds each batch to every metric; returns the count.
+    def _feed(self, metrics: list[registry.Metric], next_images: Callable[[int], jax.Array]) -> int:
+        """Takes as many images as `metrics` need, feeds each batch to every metric; returns the count.
 
-        Features are computed, and uint8 pixels fetched to the host, while a metric still wants them. The
-        batch starting at image `i` uses the key `fold_in(rng, i)`: a metric sees the same images whatever
-        else runs.
+        Features are computed, and uint8 pixels fetched to the host, while a metric still wants them. For
+        generated samples, the batch starting at image `i` uses the key `fold_in(rng, i)`: a metric sees the
+        same images whatever else runs.
         """
         features_needed = max((metric.features_needed for metric in metrics), default=0)
         pixels_needed = max((metric.pixels_needed for metric in metrics), default=0)
         count = max(features_needed, pixels_needed)
-        sample = self._sampler(generate)
         for index in _progress(iter(range(0, count, self.batch_size)), count, self.batch_size, "generated samples"):
             valid = min(self.batch_size, count - index)
-            images = sample(state, jax.random.fold_in(rng, index))
+            images = next_images(index)
             features = self.features(images)[:valid] if index < features_needed else None
             pixels = pipeline.to_uint8(self._to_host(images))[:valid] if index < pixels_needed else None
             for metric in metrics:

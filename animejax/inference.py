@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -12,11 +13,15 @@ import ml_collections
 from animejax import rng, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
-from animejax.run_setup import RunSetup, host_batches, make_evaluator, setup_run
-
-
-class NoCheckpointError(UserError, FileNotFoundError):
-    """Sampling or evaluating a workdir that holds no checkpoint."""
+from animejax.evaluation import Evaluator
+from animejax.run_setup import (
+    NoCheckpointError,
+    RunSetup,
+    holdout_batches,
+    host_batches,
+    make_evaluator,
+    setup_run,
+)
 
 
 def _restore(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
@@ -40,7 +45,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     """
     run = _restore(config, workdir)
     step = int(run.state.step)
-    data = host_batches(run, rng.stream_seed(config.seed, rng.SAMPLE_DATA))
+    if run.holdout is not None:  # Reconstructions and upscaled images of images the model never trained on.
+        data = holdout_batches(run, run.local_batch)
+    else:
+        data = host_batches(run, rng.stream_seed(config.seed, rng.SAMPLE_DATA))
     samples = run.method.sample(run.state, data, rng.stream_key(config.seed, rng.SAMPLE))
     is_main = jax.process_index() == 0
     paths = {}
@@ -72,6 +80,34 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     return paths
 
 
+def method_terms(run: RunSetup, state: Any) -> dict[str, float]:
+    """The method's own terms for `state`: on every held-out image when there are some, else on
+    `eval.loss_num_images` training images (0: none)."""
+    config = run.config
+    if run.holdout is not None:
+        return run.method.evaluate(state, holdout_batches(run, config.eval.batch_size))
+    if not config.eval.loss_num_images:
+        return {}
+    num_batches = max(1, config.eval.loss_num_images // run.local_batch)
+    batches = host_batches(run, rng.stream_seed(config.seed, rng.EVAL_DATA))
+    return run.method.evaluate(state, (next(batches) for _ in range(num_batches)))
+
+
+def sample_metrics(
+    run: RunSetup, state: Any, evaluator: Evaluator, metrics: tuple[str, ...], num_images: int, key: jax.Array
+) -> dict[str, float]:
+    """`metrics` of `num_images` samples of `run.method` drawn with `key`; a conditional method's outputs for
+    the held-out images instead (at most `num_images` of them)."""
+    config = run.config
+    reference_images = config.eval.reference_images or len(run.images) * jax.process_count()
+    if run.method.conditional:
+        if run.holdout is None:
+            raise UserError(f"{config.method} is scored on held-out images: set data.holdout_images > 0.")
+        inputs = run.holdout[: max(1, num_images // jax.process_count())]
+        return evaluator.evaluate_conditional(run.method.translate, state, inputs, metrics, reference_images)
+    return evaluator.evaluate(run.method.generate, state, key, metrics, num_images, reference_images)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Scores the latest checkpoint: `eval.metrics` on `eval.num_images` samples, plus the method's own terms.
 
@@ -79,25 +115,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     """
     run = _restore(config, workdir)
     step = int(run.state.step)
-    results = {}
-    if config.eval.loss_num_images:  # The method's own terms on training images (e.g. reconstruction error).
-        num_batches = max(1, config.eval.loss_num_images // run.local_batch)
-        batches = host_batches(run, rng.stream_seed(config.seed, rng.EVAL_DATA))
-        results.update(run.method.evaluate(run.state, (next(batches) for _ in range(num_batches))))
+    results = method_terms(run, run.state)
     evaluator = make_evaluator(run)
-    metrics = tuple(config.eval.metrics)
+    metrics = tuple(name for name in config.eval.metrics if name)  # `--config.eval.metrics=` gives ("",): none.
     if metrics:
-        reference_images = config.eval.reference_images or len(run.images) * jax.process_count()
-        results.update(
-            evaluator.evaluate(
-                run.method.generate,
-                run.state,
-                rng.stream_key(config.seed, rng.EVAL),
-                metrics,
-                num_images=config.eval.num_images,
-                reference_images=reference_images,
-            )
-        )
+        key = rng.stream_key(config.seed, rng.EVAL)
+        results.update(sample_metrics(run, run.state, evaluator, metrics, config.eval.num_images, key))
     if jax.process_index() == 0:
         path = os.path.join(workdir, f"eval_{step:07d}.json")
         report = {"step": step, "metrics": results, "dataset": run.source.name, "settings": evaluator.describe(metrics)}

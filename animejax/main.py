@@ -1,7 +1,9 @@
-"""Command line: `python -m animejax.main --config=configs/vae.py --workdir=runs/vae [--mode=train|sample|eval]`.
+"""Command line: `python -m animejax.main --config=configs/vae.py --workdir=runs/vae [--mode=MODE]`.
+
+Modes: train, sample, eval, upscale (SRGAN runs).
 
 Any config field can be overridden with `--config.a.b=value`. For sample and
-eval, `--config` may be left out: the run's saved config.json is used, and
+eval (and upscale), `--config` may be left out: the run's saved config.json is used, and
 overrides apply on top of it. A run stopped by SIGTERM or SIGINT saves a
 checkpoint and exits with status 75 (`train.INTERRUPTED_EXIT_CODE`).
 """
@@ -18,7 +20,7 @@ from ml_collections import config_flags
 
 from animejax import saved_config, xla_flags
 
-MODES = ("train", "sample", "eval")
+MODES = ("train", "sample", "eval", "upscale")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -56,7 +58,7 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 
 def _with_saved_config(argv: list[str]) -> list[str]:
     """For sample/eval without --config, points --config at the workdir's saved config (overrides then apply)."""
-    if _flag_value(argv, "config") is not None or _flag_value(argv, "mode") not in ("sample", "eval"):
+    if _flag_value(argv, "config") is not None or _flag_value(argv, "mode") not in ("sample", "eval", "upscale"):
         return argv
     workdir = _flag_value(argv, "workdir")
     if not workdir or not os.path.exists(os.path.join(workdir, "config.json")):
@@ -95,6 +97,10 @@ def main(argv):
             train.train_and_evaluate(config, FLAGS.workdir)
         elif FLAGS.mode == "sample":
             inference.sample(config, FLAGS.workdir)
+        elif FLAGS.mode == "upscale":
+            from animejax import upscale
+
+            upscale.upscale(config, FLAGS.workdir)
         else:
             inference.evaluate(config, FLAGS.workdir)
     except train.Interrupted as interrupted:
@@ -148,14 +154,16 @@ def usage() -> str:
     lines = [
         "Train, sample and evaluate generative models of anime faces.",
         "",
-        "usage: animejax --config=NAME[:VARIANT] --workdir=DIR [--mode=train|sample|eval] [--config.a.b=value ...]",
+        "usage: animejax --config=NAME[:VARIANT] --workdir=DIR [--mode=MODE] [--config.a.b=value ...]",
         "",
         "modes:",
         "  train   train until config.train.num_steps, resuming from --workdir (exit 75 when stopped by a signal)",
         "  sample  write sample grids and single PNGs of the latest checkpoint (--config may be left out)",
         "  eval    score the latest checkpoint with config.eval.metrics (--config may be left out)",
+        "  upscale super-resolve config.upscale.input (an image or folder), or samples of config.upscale.from_run,",
+        "          with the SRGAN run in --workdir",
         "",
-        "model configs (variants :quick and :cpu for CPUs; ddpm also :128):",
+        "model configs (variants :quick and :cpu for CPUs; ddpm also :128, stylegan2 :256, srgan :8x):",
         *(f"  {name:16s}{summary}" for name, summary in configs.available().items()),
         "",
         "flags:",

@@ -17,6 +17,7 @@ SAMPLE = "sample"  # --mode=sample.
 EVAL = "eval"  # --mode=eval's generated images.
 TRAINING_EVAL = "training_eval"  # In-training evaluations (the same samples at every evaluation).
 SAMPLE_DATA = "sample_data"  # The order of the training images --mode=sample reads (latent statistics, pairs).
+UPSCALE = "upscale"  # --mode=upscale's samples of another run (upscale.from_run).
 EVAL_DATA = "eval_data"  # The order of the training images --mode=eval scores the method's own terms on.
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 
 from animejax import checkpoint, evaluation, methods, sharding, transfer, validation
 from animejax.data import pipeline
+from animejax.errors import UserError
 from animejax.methods.base import Method
 
 
@@ -21,13 +23,15 @@ class RunSetup:
 
     config: ml_collections.ConfigDict
     shardings: sharding.MeshShardings
-    images: np.ndarray  # This process's decoded images, uint8 [N, S, S, 3].
+    images: np.ndarray  # This process's decoded training images, uint8 [N, S, S, 3].
     source: Any  # The ImageSource they came from (name and fingerprint key metric caches).
     local_batch: int
     method: Method
     checkpointer: checkpoint.Checkpointer
     state: Any
     restored: bool
+    # This process's share of the `data.holdout_images` kept out of training (uint8 [M, S, S, 3]), or None.
+    holdout: np.ndarray | None = None
 
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
@@ -40,17 +44,11 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
     method = methods.get_method(config)
     root_key = jax.random.PRNGKey(config.seed)
-    size = config.data.image_size
-    example = {"image": jnp.zeros((local_batch, size, size, 3), jnp.float32)}
-    try:
-        abstract_state = jax.eval_shape(method.init_state, root_key, example)
-    except (ValueError, TypeError) as error:
-        raise validation.network_size_error(config, error) from None
-    abstract_state = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=shardings.replicated), abstract_state
-    )
+    example = _example_batch(config, local_batch)
+    abstract_state = _abstract_state(method, config, shardings, local_batch)
 
     images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
+    images, holdout = split_holdout(images, config.data.get("holdout_images", 0), jax.process_count())
     pipeline.check_enough_images(images, local_batch, _data_description(config.data))
     checkpointer = checkpoint.Checkpointer(workdir, config)
     state = checkpointer.restore_latest(abstract_state)
@@ -60,7 +58,71 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
         state = init(root_key, example)
         if config.train.get("init_from"):
             state = transfer.initialise_from(config.train.init_from, state, abstract_state, method.transfer_exclude)
-    return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored)
+    return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored, holdout)
+
+
+def split_holdout(images: np.ndarray, holdout_images: int, process_count: int = 1):
+    """(training images, held-out images or None): the last `holdout_images / process_count` of this process's.
+
+    The split is a fixed function of the dataset (its last images), so a resumed or evaluated run holds out
+    the same ones it trained without.
+    """
+    local = holdout_images // process_count
+    if local <= 0:
+        return images, None
+    if local >= len(images):
+        raise pipeline.sources.DataError(
+            f"data.holdout_images={holdout_images} leaves no training images ({len(images) * process_count} in "
+            "the dataset). Lower it or add images."
+        )
+    return images[: len(images) - local], images[len(images) - local :]
+
+
+def holdout_batches(run: RunSetup, batch_size: int):
+    """The held-out images in order, `{"image": float32 in [-1, 1]}` batches of up to `batch_size` (last shorter)."""
+    if run.holdout is None:
+        return
+    for begin in range(0, len(run.holdout), batch_size):
+        yield {"image": pipeline.to_model_range(np.asarray(run.holdout[begin : begin + batch_size]))}
+
+
+def _example_batch(config: ml_collections.ConfigDict, local_batch: int) -> dict[str, jax.Array]:
+    size = config.data.image_size
+    return {"image": jnp.zeros((local_batch, size, size, 3), jnp.float32)}
+
+
+def _abstract_state(method: Method, config: ml_collections.ConfigDict, shardings, local_batch: int) -> Any:
+    """The state's shapes and dtypes (traced, not computed), replicated on the mesh."""
+    try:
+        abstract_state = jax.eval_shape(
+            method.init_state, jax.random.PRNGKey(config.seed), _example_batch(config, local_batch)
+        )
+    except (ValueError, TypeError) as error:
+        raise validation.network_size_error(config, error) from None
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=shardings.replicated), abstract_state
+    )
+
+
+class NoCheckpointError(UserError, FileNotFoundError):
+    """Sampling, evaluating or upscaling with a workdir that holds no checkpoint."""
+
+
+def restore_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Method, Any]:
+    """A trained run's method and latest state, without loading its data (its dataset may be elsewhere)."""
+    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(checkpoints):  # Checked first: a Checkpointer would create the folder.
+        raise NoCheckpointError(f"No checkpoint under {checkpoints}; train first with --mode=train and that --workdir.")
+    validation.validate(config)
+    shardings = sharding.make_mesh(config.mesh.num_devices)
+    local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
+    method = methods.get_method(config)
+    checkpointer = checkpoint.Checkpointer(workdir, config)
+    state = checkpointer.restore_latest(_abstract_state(method, config, shardings, local_batch))
+    checkpointer.close()
+    if state is None:
+        raise NoCheckpointError(f"No checkpoint under {checkpoints}; train first with --mode=train and that --workdir.")
+    return method, state
 
 
 def make_evaluator(run: RunSetup) -> evaluation.Evaluator:

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, rng, sharding, writers
+from animejax import checkpoint, evaluation, inference, rng, sharding, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.methods.base import average_metrics, make_train_step, model_batch, place_frozen
@@ -93,6 +93,7 @@ class _InTrainingEval:
     """Every `eval.every_steps`: sample metrics logged, and the best state kept under workdir/best."""
 
     def __init__(self, run: RunSetup, workdir: str, writer):
+        self.run = run
         self.config = run.config.eval
         self.metrics = tuple(self.config.train_metrics)
         self.method = run.method
@@ -107,14 +108,11 @@ class _InTrainingEval:
         self.rng = rng.stream_key(run.config.seed, rng.TRAINING_EVAL)
 
     def __call__(self, step: int, state) -> None:
-        results = self.evaluator.evaluate(
-            self.method.generate,
-            state,
-            self.rng,
-            self.metrics,
-            num_images=self.config.train_num_images,
-            reference_images=self.config.reference_images or len(self.evaluator.real_images),
+        results = inference.sample_metrics(
+            self.run, state, self.evaluator, self.metrics, self.config.train_num_images, self.rng
         )
+        if self.run.holdout is not None:  # The method's own terms on held-out images (SRGAN's PSNR and SSIM).
+            results.update(inference.method_terms(self.run, state))
         self.writer.write_scalars(step, results)
         writers.log_line(f"eval at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
         name, value, lower_is_better = evaluation.headline(results, self.config.best_metric)
@@ -151,13 +149,13 @@ class _Loop:
 
     def __init__(self, run: RunSetup, workdir: str):
         self.run, self.workdir, self.config = run, workdir, run.config
+        method, shardings, config = run.method, run.shardings, run.config
+        self.frozen = place_frozen(method, shardings)  # First: a missing weights file fails before anything is written.
         self.writer = writers.create_writer(workdir, jax.process_index() == 0)
         if not run.restored:
             run.checkpointer.write_config()
             self.writer.write_hparams(run.checkpointer.config_dict)
-        method, shardings, config = run.method, run.shardings, run.config
         self.train_step = make_train_step(method, shardings)
-        self.frozen = place_frozen(method, shardings)
         self.preview = jax.jit(
             lambda state, batch, key: method.preview(state, model_batch(batch), key), out_shardings=shardings.replicated
         )
@@ -201,7 +199,7 @@ class _Loop:
         with _StopRequest() as stop:
             while step < train.num_steps:
                 batch = {"image": sharding.global_batch(next(batches), run.shardings)}
-                state, metrics = self.train_step(state, batch, self.step_key(state.rng, step), self.frozen)
+                state, metrics = self.train_step(state, batch, self.step_key(state.rng, step), self.frozen, step)
                 step += 1
                 history.append(metrics)
                 self.throughput.steps += 1

@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-FAMILIES = ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae")
+FAMILIES = ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae", "srgan")
 DTYPES = ("bfloat16", "float32")
 # Dense peak FLOP/s by device kind (NVIDIA data sheets, SXM parts): (bf16 tensor core, TF32 tensor core).
 PEAK_FLOPS = {"H100": (989e12, 494e12), "H200": (989e12, 494e12), "A100": (312e12, 156e12), "V100": (125e12, 15.7e12)}
@@ -84,6 +84,12 @@ def load_config(family: str, sizes: Sizes, dtype: str):
     config.mesh.num_devices = 1
     if family == "ddpm":
         config.model.dropout = 0.0  # Equal work in both frameworks.
+    if family == "srgan":  # Pixel content loss (no VGG file), the paper's batch of 16 (64 -> 256 px on a GPU).
+        config.srgan.content_loss = "pixel"
+        config.train.batch_size = min(sizes.batch, 16)
+        if sizes.variant == "quick":
+            config.data.image_size = 32
+            config.model.channels, config.model.num_blocks, config.model.d_channels = 8, 1, 8
     if family == "stylegan2":
         config.stylegan.augment = "none"  # The torch version has no ADA (benchmarks/stylegan2_step.py).
         if sizes.variant == "quick":  # The dry run: the narrowest networks that exercise every layer.
@@ -147,10 +153,14 @@ class TrainPair:
 
         device = torch_device()  # Also torch's default device (set in `main`), which the runners rely on.
         images_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-        if family == "stylegan2":  # Its benchmark pairs the two steps (and compiles the JAX one).
+        if family in ("stylegan2", "srgan"):  # Their benchmarks pair the two steps (and compile the JAX one).
+            import srgan_step
             import stylegan2_step
 
-            jax_run, self.torch_run, self.jax_step = stylegan2_step.make_runners(config, images)
+            if family == "stylegan2":
+                jax_run, self.torch_run, self.jax_step = stylegan2_step.make_runners(config, images)
+            else:  # The adversarial phase: D's step, then G's.
+                jax_run, self.torch_run, self.jax_step = srgan_step.make_runners(config, images, "adversarial")
             self.compiled, self.jax_run = jax_run.__self__.compiled, jax_run
             return
         compiled_steps = CompiledSteps(config, images)
@@ -209,9 +219,36 @@ def train_entry(family: str, dtype: str, sizes: Sizes) -> dict:
     return result
 
 
+def upscale_entry(dtype: str, sizes: Sizes) -> dict:
+    """SRGAN's 4x upscaling (eval-mode SRResNet) against the same network in torch (benchmarks/srgan_step.py)."""
+    import numpy as np
+    import srgan_step
+
+    config = load_config("srgan", sizes, dtype)
+    size, batch = config.data.image_size, config.train.batch_size
+    images = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    jax_run, torch_run, _ = srgan_step.make_runners(config, images, "upscale")
+    jax_run(sizes.warmup)
+    torch_run(sizes.warmup)
+    jax_ips = median_rate(lambda: jax_run(sizes.steps), sizes.steps * batch, sizes.repeats)
+    torch_ips = median_rate(lambda: torch_run(sizes.steps), sizes.steps * batch, sizes.repeats)
+    return {
+        "entry": "upscale srgan 4x",
+        "dtype": dtype,
+        "shape": f"{size // config.model.scale} -> {size} px, batch {batch}",
+        "animejax": jax_ips,
+        "reference": torch_ips,
+        "unit": "img/s",
+        "ratio": jax_ips / torch_ips,
+    }
+
+
 def sampling_entry(family: str, dtype: str, sizes: Sizes) -> dict:
     """method.generate's images/s (the eval sampler for diffusion, forced to DDIM-50) from a fresh state."""
     import jax
+
+    if family == "srgan":  # Conditional: it upscales instead of sampling.
+        return upscale_entry(dtype, sizes)
 
     from animejax import methods
 

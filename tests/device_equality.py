@@ -89,6 +89,8 @@ def adam_allowance(opt_state_1, network: Network):
     mu, nu, updates = adam.mu, adam.nu, int(adam.count)
     delta = _gradient_tolerance(mu, network.b1)
     correction = 1.0 - network.b2**updates
+    if updates == 0:  # A network no step has updated yet (SRGAN's D in the pixel phase): no allowance.
+        return jax.tree.map(lambda v: np.zeros(np.shape(v)), nu)
 
     def allowance(v):
         root = np.sqrt(np.asarray(v, np.float64) / correction)

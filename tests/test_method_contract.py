@@ -70,11 +70,38 @@ def test_frozen_networks_are_replicated_arguments_not_constants_or_donated(cache
     np.testing.assert_allclose(float(metrics["train/param"]), 2.5, rtol=1e-6)
     assert not frozen["scale"].is_deleted()  # The state is donated, the frozen networks are not.
     state, _ = step(state, batch, jax.random.PRNGKey(2), frozen)  # The state now comes from the step itself.
-    compiled = step._cache_size()
+    compiled = step.for_phase(None)._cache_size()
     other = jax.device_put({"scale": np.float32(-1.0)}, shardings.replicated)
     state, metrics = step(state, batch, jax.random.PRNGKey(3), other)
     np.testing.assert_allclose(float(metrics["train/param"]), 2.5 + 2.5 - 1.0, rtol=1e-6)
-    assert step._cache_size() == compiled  # New frozen values reuse the compiled step: inputs, not constants.
+    # New frozen values reuse the compiled step: inputs, not constants.
+    assert step.for_phase(None)._cache_size() == compiled
+
+
+class _PhasedMethod(_FrozenScaleMethod):
+    """Adds 1 to its parameter for 2 steps, then 10: the phase is a Python value in the traced step."""
+
+    def phase(self, step):
+        return "small" if step < 2 else "large"
+
+    def train_step(self, state, batch, rng, frozen, phase):
+        increment = {"small": 1.0, "large": 10.0}[phase]  # A KeyError if the phase came in traced.
+        params = state.params + increment
+        return state.replace(step=state.step + 1, params=params), {"train/param": params}
+
+
+def test_a_method_with_phases_gets_one_compiled_step_per_phase():
+    config = load_config("vae", "quick")
+    shardings = sharding.make_mesh(1)
+    method = _PhasedMethod(config)
+    step, frozen = make_train_step(method, shardings), place_frozen(method, shardings)
+    batch = {"image": sharding.global_batch(np.zeros((2, 2, 2, 3), np.uint8), shardings)}
+    state = method.init_state(jax.random.PRNGKey(0), batch)
+    values = []
+    for i in range(4):  # Steps 0 and 1 say their step; 2 and 3 leave it to be read from the state.
+        state, metrics = step(state, batch, jax.random.PRNGKey(i), frozen, *([i] if i < 2 else []))
+        values.append(float(metrics["train/param"]))
+    assert values == [1.0, 2.0, 12.0, 22.0]
 
 
 @pytest.mark.parametrize("name", ["autoencoder", "vae", "dcgan", "wgan_gp"])

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import os
 import pickle
 import socket
-import threading
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from animejax.pretrained import download, torch_pickle
 from animejax.pretrained import inception as pretrained_inception
 from animejax.pretrained.download import MissingWeightsError, WeightsChecksumError
 from animejax.pretrained.torch_pickle import CheckpointFormatError
+from tests.local_server import CountingServer
 
 FID_WEIGHTS = pretrained_inception.FID_WEIGHTS
 
@@ -84,38 +83,10 @@ def test_loader_refuses_arbitrary_pickled_code(tmp_path):
 # --- download.resolve: local file, cache, download (the FID Inception weights as the example) ----------------------
 
 
-class _CountingServer:
-    """Serves one file over HTTP on 127.0.0.1 and counts the GET requests."""
-
-    def __init__(self, payload: bytes, declared_length: int | None = None):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                outer.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Length", str(declared_length or len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{FID_WEIGHTS.file_name}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def served_file():
     payload = np.random.default_rng(0).bytes(3 << 20)
-    server = _CountingServer(payload)
+    server = CountingServer(payload, FID_WEIGHTS.file_name)
     yield server, payload
     server.close()
 
@@ -151,7 +122,7 @@ def test_download_verifies_caches_and_is_not_repeated(tmp_path, served_file):
 
 
 def test_interrupted_download_leaves_nothing_in_the_cache(tmp_path):
-    server = _CountingServer(b"x" * 1000, declared_length=5000)  # The connection ends early.
+    server = CountingServer(b"x" * 1000, FID_WEIGHTS.file_name, declared_length=5000)  # The connection ends early.
     try:
         with pytest.raises(MissingWeightsError, match="download") as error:
             download.resolve(FID_WEIGHTS, cache_dir=str(tmp_path), url=server.url)

@@ -151,6 +151,14 @@ RESUME_CASES = {
         "--config.stylegan.r1_interval=8",
         "--config.sample.grid_size=2",
     ],
+    "srgan": [  # Pixel phase to step 15, then adversarial: the kill at 10 resumes before the switch.
+        "--config=configs/srgan.py:quick",
+        "--config.data.image_size=64",
+        "--config.data.holdout_images=16",
+        "--config.srgan.pretrain_steps=15",
+        "--config.train.batch_size=8",
+        "--config.sample.grid_size=2",
+    ],
 }
 
 

@@ -14,6 +14,8 @@ import os
 from typing import Iterator
 
 import grain
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -107,6 +109,11 @@ def iterate_batches(
 def to_model_range(images):
     """uint8 [..., 3] in [0, 255] -> float32 in [-1, 1] (works on numpy and jax arrays)."""
     return images.astype("float32") / 127.5 - 1.0
+
+
+def quantize(images: jax.Array) -> jax.Array:
+    """Rounds images in [-1, 1] to the 256 levels a saved PNG would hold."""
+    return jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * 127.5) / 127.5 - 1.0
 
 
 def to_uint8(images) -> np.ndarray:

@@ -21,7 +21,7 @@ not reported diluted by the steps that skipped it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Hashable, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,9 @@ class Method:
     progress_grid: str | None = None
     # State fields `train.init_from` leaves fresh besides step, rng and optimizer states (animejax/transfer.py).
     transfer_exclude: tuple[str, ...] = ()
+    # A conditional method (super-resolution) maps inputs to outputs with `translate` instead of drawing
+    # samples with `generate`; metrics then score its outputs for the held-out images (data.holdout_images).
+    conditional: bool = False
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -88,7 +91,10 @@ class Method:
         raise NotImplementedError
 
     def train_step(self, state: Any, batch: Batch, rng: jax.Array, frozen: Any) -> tuple[Any, dict[str, Any]]:
-        """One optimisation step; pure (jitted once, state donated). Returns (new state, metrics)."""
+        """One optimisation step; pure (jitted once, state donated). Returns (new state, metrics).
+
+        A method with phases takes a further static argument `phase` (see `phase`).
+        """
         raise NotImplementedError
 
     def generate(self, state: Any, rng: jax.Array, batch_size: int) -> jax.Array:
@@ -96,6 +102,20 @@ class Method:
         raise NotImplementedError
 
     # --- optional, with defaults ----------------------------------------
+
+    def phase(self, step: int) -> Hashable:
+        """The phase of the objective at `step` (SRGAN: pixel pre-training, then adversarial), or None.
+
+        A method that overrides this gets one compiled step per phase, and `train_step(..., phase=...)` with the
+        phase as a Python value: the phases' code is chosen on the host rather than by `lax.cond`, which runs
+        XLA:CPU's convolutions several times slower (BENCHMARKS.md, "SRGAN").
+        """
+        del step
+        return None
+
+    def translate(self, state: Any, batch: Batch) -> jax.Array:
+        """A conditional method's outputs for a batch of originals, [B, S, S, 3] in [-1, 1]; pure, jit-able."""
+        raise NotImplementedError(f"{type(self).__name__} is not conditional")
 
     def frozen(self) -> Any:
         """Pretrained, untrained networks' variables the step needs (host arrays); {} when none."""
@@ -113,7 +133,10 @@ class Method:
         return Samples({"samples": (grid, self.grid_size)}, self.individual_images(state, individual_rng))
 
     def evaluate(self, state: Any, batches: Iterable[Batch]) -> dict[str, float]:
-        """The method's own terms on training batches (e.g. reconstruction error) for --mode=eval; {} by default."""
+        """The method's own terms (e.g. reconstruction error) for --mode=eval; {} by default.
+
+        `batches` are the held-out images when `data.holdout_images` > 0, else training images.
+        """
         del state, batches
         return {}
 
@@ -157,24 +180,54 @@ def average_metrics(history: list[Mapping[str, Any]]) -> dict[str, float]:
     return {name: sums[name] / weights[name] for name in sums if weights[name] > 0}
 
 
-def make_train_step(method: Method, shardings):
-    """The jitted step every caller uses (the loop, the tests, the benchmarks).
+class TrainStep:
+    """The jitted step every caller uses (the loop, the tests, the benchmarks): one compiled function per phase.
 
-    Returns:
-      step(state, batch, rng, frozen) -> (state, metrics), where `batch` holds uint8 images sharded on the
-      batch axis, `state`, `rng` and `frozen` are replicated, and the input state is donated.
+    `step(state, batch, rng, frozen, step=None) -> (state, metrics)`, where `batch` holds uint8 images sharded on
+    the batch axis, `state`, `rng` and `frozen` are replicated, and the input state is donated. `step` is the
+    state's step counter as the caller knows it on the host; a method with phases (`Method.phase`) reads it from
+    the state when it is not given (a device-to-host wait).
     """
 
-    def step(state, batch, rng, frozen):
-        return method.train_step(state, model_batch(batch), rng, frozen)
+    def __init__(self, method: Method, shardings):
+        self.method, self.shardings = method, shardings
+        self._jitted: dict[Hashable, Any] = {}
+        self._phased = type(method).phase is not Method.phase
 
-    replicated = shardings.replicated
-    return jax.jit(
-        step,
-        in_shardings=(replicated, shardings.data, replicated, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
+    def for_phase(self, phase: Hashable):
+        """The jitted step of `phase` (None for a method without phases), compiled on first use."""
+        if phase not in self._jitted:
+            method = self.method
+
+            def step(state, batch, rng, frozen):
+                extra = {} if phase is None else {"phase": phase}
+                return method.train_step(state, model_batch(batch), rng, frozen, **extra)
+
+            replicated = self.shardings.replicated
+            self._jitted[phase] = jax.jit(
+                step,
+                in_shardings=(replicated, self.shardings.data, replicated, replicated),
+                out_shardings=(replicated, replicated),
+                donate_argnums=0,
+            )
+        return self._jitted[phase]
+
+    def _jitted_for(self, state, step: int | None):
+        if not self._phased:
+            return self.for_phase(None)
+        return self.for_phase(self.method.phase(int(state.step) if step is None else step))
+
+    def __call__(self, state, batch, rng, frozen, step: int | None = None):
+        return self._jitted_for(state, step)(state, batch, rng, frozen)
+
+    def lower(self, state, batch, rng, frozen, step: int | None = None):
+        """The phase's step lowered for these arguments (`.compile()`, cost analysis)."""
+        return self._jitted_for(state, step).lower(state, batch, rng, frozen)
+
+
+def make_train_step(method: Method, shardings) -> TrainStep:
+    """The method's `TrainStep` on the mesh of `shardings`."""
+    return TrainStep(method, shardings)
 
 
 def place_frozen(method: Method, shardings) -> Any:

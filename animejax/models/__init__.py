@@ -13,7 +13,7 @@ import flax.linen as nn
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.models import autoencoder, dcgan, layers, resdcgan, stylegan2, unet
+from animejax.models import autoencoder, dcgan, layers, resdcgan, srgan, stylegan2, unet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,3 +133,19 @@ def stylegan2_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn
         dtype=dtype,
     )
     return generator, discriminator
+
+
+def srgan_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
+    """SRGAN's SRResNet generator (`model.scale`x) and discriminator; `data.image_size` is the high resolution."""
+    model, size = config.model, config.data.image_size
+    if model.get("arch", "srresnet") != "srresnet":
+        raise ConfigError(f"Unknown model.arch {model.arch!r} for SRGAN; choose srresnet.")
+    crop = config.srgan.get("crop_size", 0) or size
+    for name, side in (("data.image_size", size), ("srgan.crop_size", crop)):
+        if side % model.scale:
+            raise ConfigError(f"{name}={side} is not divisible by model.scale={model.scale}.")
+    if crop > size:
+        raise ConfigError(f"srgan.crop_size={crop} is larger than data.image_size={size}.")
+    dtype = _dtype(model)
+    generator = srgan.SRResNet(model.scale, model.channels, model.num_blocks, dtype)
+    return generator, srgan.Discriminator(model.d_channels, dtype)

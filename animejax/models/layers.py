@@ -34,6 +34,16 @@ def depth_to_space(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(batch, height * factor, width * factor, out_channels)
 
 
+def space_to_depth(x: jax.Array, factor: int) -> jax.Array:
+    """[B, H*f, W*f, C] -> [B, H, W, C*f*f], the inverse of `depth_to_space` (torch.nn.PixelUnshuffle's order)."""
+    batch, height, width, channels = x.shape
+    if height % factor or width % factor:
+        raise ValueError(f"space_to_depth: height and width {height}x{width} must be multiples of {factor}")
+    x = x.reshape(batch, height // factor, factor, width // factor, factor, channels)
+    x = x.transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(batch, height // factor, width // factor, channels * factor * factor)
+
+
 def nearest_upsample_2x(x: jax.Array) -> jax.Array:
     """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2x2.
 

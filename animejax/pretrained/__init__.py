@@ -2,5 +2,5 @@
 
 `download` finds a weights file (a path the user gives, the cache, or a sha256-checked download), `torch_pickle`
 reads PyTorch state dicts without torch or arbitrary pickled code, and one module per network converts its
-names and layouts to Flax variables (`inception`: the FID Inception-v3).
+names and layouts to Flax variables (`inception`: the FID Inception-v3; `vgg`: torchvision's VGG19).
 """

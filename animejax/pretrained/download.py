@@ -1,6 +1,6 @@
 """Finding a released weights file: a path the user gives, the cache, or a download checked against its sha256.
 
-A `WeightsFile` names one released file (name, URL, sha256, how to get it by hand) and `resolve` returns a
+A `WeightsFile` names one released file (name, URL, sha256 or its prefix, how to get it by hand) and `resolve` returns a
 path to it. Downloads go to a temporary file in the cache directory and are renamed into place only once
 their sha256 matches, so the cache never holds a partial or wrong file. Every error is a `WeightsError` (a
 `UserError`) whose message says how to fetch the file by hand and where to put it.
@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import tempfile
 import urllib.request
 
@@ -52,7 +53,10 @@ class WeightsFile:
         description: what the file is, for messages, e.g. "FID Inception weights".
         file_name: its name in the cache directory.
         url: where it is published. Messages name this URL even when `resolve` downloads from another one.
-        sha256: the full hex digest of the released file, or None to accept any content.
+        sha256: the hex sha256 of the released file, or None to accept any content. Fewer than 64 hex digits
+            (at least 8) are a prefix that the file's digest must start with, as torch.hub's `check_hash`
+            checks the 8 digits that torchvision and others put in their file names ("vgg19-dcbb9e9d.pth");
+            messages then say "sha256 starting with ...".
         how_to_get: how to fetch the file by hand: a clause starting lowercase, with the placeholders {url},
             {sha256}, {file_name} and {cache_path} (the file's path in the cache directory in use).
         strict_local: a local file with another sha256 is an error (True) or used with a warning (False, so a
@@ -68,6 +72,18 @@ class WeightsFile:
     how_to_get: str = "download {url} on a machine with internet access and put it at {cache_path}."
     strict_local: bool = False
     refetch_corrupt_cache: bool = False
+
+    def __post_init__(self):
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.sha256):
+            raise ValueError(f"WeightsFile.sha256 must be 8 to 64 hex digits or None, got {self.sha256!r}.")
+
+    def sha256_matches(self, digest: str | None) -> bool:
+        """Whether a file's hex sha256 is the released file's (equal to `sha256`, or starting with a prefix)."""
+        return self.sha256 is None or (digest is not None and digest.lower().startswith(self.sha256.lower()))
+
+    def expected_sha256(self) -> str | None:
+        """The expected digest for messages: the full digest, or "sha256 starting with <prefix>"."""
+        return self.sha256 if self.sha256 is None or len(self.sha256) == 64 else f"sha256 starting with {self.sha256}"
 
     def instructions(self, cache_path: str) -> str:
         """`how_to_get` with its placeholders filled in."""
@@ -120,11 +136,12 @@ def resolve(
     expected = weights_file.sha256
     if os.path.isfile(cache_path):
         digest = file_sha256(cache_path) if expected is not None else None
-        if digest == expected:
+        if weights_file.sha256_matches(digest):
             return cache_path
         if not weights_file.refetch_corrupt_cache:
             raise CorruptCacheError(
-                f"The cached {weights_file.description} file {cache_path} has sha256 {digest}, expected {expected}. "
+                f"The cached {weights_file.description} file {cache_path} has sha256 {digest}, "
+                f"expected {weights_file.expected_sha256()}. "
                 f"Delete the file to download it again, or {weights_file.instructions(cache_path)}"
             )
         log.warning(
@@ -143,10 +160,11 @@ def _check_local(weights_file: WeightsFile, path: str, cache_path: str) -> str:
             f"To get it, {weights_file.instructions(cache_path)}"
         )
     expected = weights_file.sha256
-    if expected is not None and (digest := file_sha256(path)) != expected:
+    if expected is not None and not weights_file.sha256_matches(digest := file_sha256(path)):
         if weights_file.strict_local:
             raise WeightsChecksumError(
-                f"The {weights_file.description} file {path} has sha256 {digest}, expected {expected}. "
+                f"The {weights_file.description} file {path} has sha256 {digest}, "
+                f"expected {weights_file.expected_sha256()}. "
                 f"To get the released file, {weights_file.instructions(cache_path)}"
             )
         log.warning(
@@ -175,10 +193,10 @@ def _download(weights_file: WeightsFile, url: str, destination: str) -> None:
                 f"The download of the {what} from {url} stopped after {done} of {total} bytes; nothing was "
                 f"written to the cache. If this machine cannot download files, {how}"
             )
-        if weights_file.sha256 is not None and digest != weights_file.sha256:
+        if not weights_file.sha256_matches(digest):
             raise WeightsChecksumError(
-                f"The file downloaded from {url} has sha256 {digest}, expected {weights_file.sha256}; nothing was "
-                f"written to the cache. To get the released file, {how}"
+                f"The file downloaded from {url} has sha256 {digest}, expected {weights_file.expected_sha256()}; "
+                f"nothing was written to the cache. To get the released file, {how}"
             )
         os.replace(temp_path, destination)
         log.info("Saved the %s (%d bytes) to %s", what, done, destination)
