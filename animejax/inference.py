@@ -15,25 +15,21 @@ from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.evaluation import Evaluator
 from animejax.run_setup import (
-    NoCheckpointError,
     RunSetup,
+    check_has_checkpoints,
     holdout_batches,
     host_batches,
     make_evaluator,
+    no_checkpoint_error,
     setup_run,
 )
 
 
 def _restore(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
-    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
-    missing = NoCheckpointError(
-        f"No checkpoint under {checkpoints}; train first with --mode=train and the same --workdir."
-    )
-    if not os.path.isdir(checkpoints):  # Checked first: setting up the run would create the folder.
-        raise missing
+    check_has_checkpoints(workdir)
     run = setup_run(config, workdir)
     if not run.restored:
-        raise missing
+        raise no_checkpoint_error(workdir)
     return run
 
 

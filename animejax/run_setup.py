@@ -108,11 +108,24 @@ class NoCheckpointError(UserError, FileNotFoundError):
     """Sampling, evaluating or upscaling with a workdir that holds no checkpoint."""
 
 
+def no_checkpoint_error(workdir: str) -> NoCheckpointError:
+    """The error for a workdir without checkpoints, saying how to make one."""
+    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+    return NoCheckpointError(
+        f"No checkpoint under {checkpoints}; train first with --mode=train and the same --workdir."
+    )
+
+
+def check_has_checkpoints(workdir: str) -> None:
+    """Raises `no_checkpoint_error` when `workdir` has no checkpoint folder; checked before anything is built,
+    since a Checkpointer would create the folder."""
+    if not os.path.isdir(os.path.join(os.path.abspath(workdir), "checkpoints")):
+        raise no_checkpoint_error(workdir)
+
+
 def restore_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Method, Any]:
     """A trained run's method and latest state, without loading its data (its dataset may be elsewhere)."""
-    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(checkpoints):  # Checked first: a Checkpointer would create the folder.
-        raise NoCheckpointError(f"No checkpoint under {checkpoints}; train first with --mode=train and that --workdir.")
+    check_has_checkpoints(workdir)
     validation.validate(config)
     shardings = sharding.make_mesh(config.mesh.num_devices)
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
@@ -121,7 +134,7 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[Me
     state = checkpointer.restore_latest(_abstract_state(method, config, shardings, local_batch))
     checkpointer.close()
     if state is None:
-        raise NoCheckpointError(f"No checkpoint under {checkpoints}; train first with --mode=train and that --workdir.")
+        raise no_checkpoint_error(workdir)
     return method, state
 
 

@@ -43,7 +43,7 @@ def upscale(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
             "--config.upscale.from_run=WORKDIR (a trained generator whose samples to upscale)."
         )
     method, state = restore_trained(config, workdir)
-    if not getattr(method, "conditional", False):
+    if not method.conditional:
         raise UpscaleError(
             f"--mode=upscale needs a trained SRGAN run in --workdir; {workdir} holds a {config.method} run."
         )
@@ -75,7 +75,7 @@ def _samples_of(run_dir: str, count: int, seed: int) -> Iterator[tuple[str, np.n
     """`count` samples of the trained generator in `run_dir`, as uint8 images named sample_000000, ..."""
     source_config = saved_config.get_config(run_dir)
     method, state = restore_trained(source_config, run_dir)
-    if getattr(method, "conditional", False):
+    if method.conditional:
         raise UpscaleError(f"upscale.from_run={run_dir} is a {source_config.method} run, which draws no samples.")
     logging.info("Sampling %d images from the %s run in %s", count, source_config.method, run_dir)
     images = pipeline.to_uint8(method.generate_many(state, rng.stream_key(seed, rng.UPSCALE), count))
