@@ -83,6 +83,9 @@ def eval_group() -> ml_collections.ConfigDict:
     evaluation.batch_size = 250  # Global; split over the devices.
     evaluation.fid_resize = "pytorch_fid"  # pytorch_fid (bilinear, as pytorch-fid) | clean (clean-fid's antialias).
     evaluation.inception_path = ""  # Local pt_inception-2015-12-05-6726825d.pth; empty downloads it once.
+    # fid_i2v / kid_i2v: Illustration2Vec features (GANime's anime FID), computed in the same pass as Inception's.
+    evaluation.i2v_path = ""  # Local illust2vec_ver200.caffemodel; empty downloads it once (about 1 GB).
+    evaluation.i2v_layer = "encode1"  # encode1 (i2v's extract_feature, GANime's FID) | encode1neuron (its sigmoid).
     evaluation.weights_cache_dir = ""  # Empty: $XDG_CACHE_HOME/animejax/weights (~/.cache/animejax/weights).
     evaluation.stats_cache_dir = ""  # Reference statistics; empty: ~/.cache/animejax/fid_stats.
     evaluation.reference_stats = ""  # An npz with mu/sigma (pytorch-fid's format) to use instead of the dataset's.
@@ -386,6 +389,9 @@ def stylegan2_config(variant: str) -> ml_collections.ConfigDict:
     style.ada_kimg = 500.0  # Images (thousands) for p to move from 0 to 1.
     style.ada_p_init = 0.0
     style.diffaugment = "color,translation,cutout"  # DiffAugment policy when augment = diffaugment.
+    # Blur of D's inputs fading out over the first images (the reference's StyleGAN3-R setting; 0 disables).
+    style.blur_init_sigma = 0.0
+    style.blur_fade_kimg = 0.0
 
     config.optim.learning_rate = 0.0025
     config.optim.b1 = 0.0
@@ -406,6 +412,47 @@ def stylegan2_config(variant: str) -> ml_collections.ConfigDict:
         style.ema_kimg = config.train.batch_size * 10 / 32
         style.ada_kimg = 20.0  # p moves within a short run.
         config.optim.learning_rate = config.optim_d.learning_rate = 0.002
+    return config
+
+
+# --- StyleGAN3 ----------------------------------------------------------------------------------------------
+
+STYLEGAN3_VARIANTS = ("t", "r", "256", "r_256", "quick", "r_quick", "cpu", "r_cpu")
+STYLEGAN3_SIZES = {
+    # 32 px, narrow, 6 layers: seconds per step on 2 CPU cores.
+    "quick": {"z_dim": 64, "w_dim": 64, "channel_base": 1024, "channel_max": 64, "num_layers": 6},
+    "cpu": {"z_dim": 128, "w_dim": 128, "channel_base": 2048, "channel_max": 128, "num_layers": 8},
+}
+
+
+def stylegan3_config(variant: str) -> ml_collections.ConfigDict:
+    """StyleGAN3 (Karras et al. 2021) at 64 px on StyleGAN2's training stack, as NVlabs/stylegan3's configs.
+
+    Variants: "t" (default) or "r" (StyleGAN3-R), optionally with "_256" (256 px), "_quick" or "_cpu".
+    """
+    rotation = variant == "r" or variant.startswith("r_")
+    size = "" if variant in ("t", "r") else variant.removeprefix("r_")
+    config = stylegan2_config(size)
+    config.method = "stylegan3"
+    model, style = config.model, config.stylegan
+    model.arch = "stylegan3-r" if rotation else "stylegan3-t"  # models.stylegan3_networks; R: 1x1 convs, radial.
+    model.mapping_layers = 2
+    model.num_layers = 14  # Synthesis layers before ToRGB, at every resolution (the reference's default).
+    model.num_critical = 2  # Critically sampled layers at the end.
+    model.margin_size = 10  # Pixels computed outside the image on each side.
+    model.magnitude_ema_kimg = 20.0  # Half-life of the layers' input-magnitude averages, thousands of images.
+    model.conv_clamp = 256.0
+    # The reference's StyleGAN3 loss settings: no path length, no style mixing; R blurs D's inputs at first.
+    style.pl_weight = 0.0
+    style.style_mixing = 0.0
+    style.w_avg_beta = 0.998
+    if rotation:
+        style.blur_init_sigma = 10.0
+        style.blur_fade_kimg = config.train.batch_size * 200 / 32
+    for field, value in STYLEGAN3_SIZES.get(size, {}).items():
+        model[field] = value
+    if size in ("quick", "cpu") and rotation:
+        style.blur_fade_kimg = config.train.batch_size * 5 / 32  # The blur fades within a short run.
     return config
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.methods import autoencoder, diffusion, gan, srgan, stylegan2, wgan_gp
+from animejax.methods import autoencoder, diffusion, gan, srgan, stylegan2, stylegan3, wgan_gp
 from animejax.methods.base import Method
 
 # DCGAN and the residual DCGAN share one method; `model.arch` picks the networks (configs/dcgan.py, resdcgan.py).
@@ -18,6 +18,7 @@ METHODS = {
     "wgan_gp": wgan_gp.WGANGPMethod,
     "ddpm": diffusion.DiffusionMethod,
     "stylegan2": stylegan2.StyleGAN2Method,
+    "stylegan3": stylegan3.StyleGAN3Method,
     "srgan": srgan.SRGANMethod,
 }
 

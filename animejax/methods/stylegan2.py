@@ -17,6 +17,10 @@ every phase pattern; their metrics are `Weighted` with weight 0 on steps that sk
 true averages. Both Adam optimizers get the reference's lazy-regularisation correction: with c = interval /
 (interval + 1), the learning rate is lr * c and the betas are b1^c, b2^c.
 
+With `blur_init_sigma` > 0 (the reference's StyleGAN3-R setting) every image D sees, real or fake, is first
+blurred by a Gaussian whose sigma fades linearly from blur_init_sigma to 0 over `blur_fade_kimg` thousand images
+(`blur_sigma`, `gaussian_blur`), as the reference's run_D.
+
 Also in the state, as in the reference: the tracked w average (w_avg <- lerp(mean w, w_avg, w_avg_beta); once
 per step from the Gmain batch, where the reference moves it at every training call of the mapping), the
 path-length mean, the ADA probability and its accumulators (every `ada_interval` steps p moves by
@@ -105,18 +109,53 @@ def path_lengths(ws_grads: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(ws_grads), axis=2), axis=1))
 
 
+def blur_sigma(step: jax.Array, batch_size: int, init_sigma: float, fade_kimg: float) -> jax.Array:
+    """The reference's D-input blur after `step` steps: max(1 - images seen / (fade_kimg * 1000), 0) * init_sigma
+    (0 when fade_kimg is 0)."""
+    if not fade_kimg:
+        return jnp.zeros((), jnp.float32)
+    seen = step.astype(jnp.float32) * batch_size
+    return jnp.maximum(1.0 - seen / (fade_kimg * 1000.0), 0.0) * init_sigma
+
+
+def gaussian_blur(images: jax.Array, sigma: jax.Array, max_radius: int) -> jax.Array:
+    """The reference's run_D blur of NHWC images, for a traced sigma: taps 2^-(k / sigma)^2 for |k| <= floor(3
+    sigma) (at most `max_radius`), normalised, applied along both axes with zero padding ("same" size); the
+    identity when floor(3 sigma) is 0.
+
+    Each axis is one product with an [S, S] banded matrix built from sigma, so a sigma that changes every step
+    needs no recompilation.
+    """
+    size = images.shape[1]
+    if images.shape[2] != size:
+        raise ValueError(f"gaussian_blur expects square images, got {images.shape}")
+    radius = jnp.floor(sigma * 3)
+    taps = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
+    f = jnp.where(jnp.abs(taps) <= radius, jnp.exp2(-jnp.square(taps / jnp.maximum(sigma, 1e-8))), 0.0)
+    f = f / jnp.sum(f)
+    offsets = jnp.arange(size)[None, :] - jnp.arange(size)[:, None]  # [out, in]: in - out.
+    matrix = jnp.where(jnp.abs(offsets) <= max_radius, f[jnp.clip(offsets + max_radius, 0, 2 * max_radius)], 0.0)
+    precision = jax.lax.Precision.HIGHEST
+    x = jnp.einsum("ij,bjwc->biwc", matrix, images.astype(jnp.float32), precision=precision)
+    return jnp.einsum("ij,bhjc->bhic", matrix, x, precision=precision).astype(images.dtype)
+
+
 class StyleGAN2Method(Method):
-    """StyleGAN2 with lazy R1 and path-length regularisation, style mixing, ADA; see the module docstring."""
+    """StyleGAN2 with lazy R1 and path-length regularisation, style mixing, ADA; see the module docstring.
+
+    Subclasses with another generator (StyleGAN3) override `build_networks`, `state_class`, `initial_buffers`,
+    `generator_buffers`, `synthesis` and `fakes_for_d`.
+    """
 
     progress_grid = "samples_fixed"
     transfer_exclude = ("ada", "pl_mean")  # A fine-tuning run adapts its augmentation to its own data.
+    state_class = StyleGAN2State
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
         model, style = config.model, config.stylegan
-        self.generator_net, self.discriminator_net = models.stylegan2_networks(config)
+        self.generator_net, self.discriminator_net, self.num_ws = self.build_networks(config)
         self.z_dim, self.w_dim = model.z_dim, model.w_dim
-        self.num_ws = networks.num_ws(config.data.image_size)
         self.batch_size = config.train.batch_size
         self.style = style
         if style.augment not in AUGMENTATIONS:
@@ -132,12 +171,28 @@ class StyleGAN2Method(Method):
         if style.pl_weight and pl_batch < 1:
             raise ConfigError(f"train.batch_size // stylegan.pl_batch_shrink must be >= 1, got {pl_batch}.")
         self.pl_batch = max(pl_batch, 1)
+        if style.get("blur_init_sigma", 0) < 0 or style.get("blur_fade_kimg", 0) < 0:
+            raise ConfigError("stylegan.blur_init_sigma and stylegan.blur_fade_kimg must be >= 0 (0 disables).")
+        self.blur_radius = int(np.floor(style.get("blur_init_sigma", 0.0) * 3)) if style.get("blur_fade_kimg") else 0
         self.tx_g = lazy_adam(config.optim, style.pl_interval if style.pl_weight else 0)
         self.tx_d = lazy_adam(config.optim_d, style.r1_interval if style.r1_gamma else 0)
         self.sample_config = config.sample
         self.sampler = LatentSampler(self.synthesize, (self.z_dim,), config.sample)
 
     # --- networks -------------------------------------------------------
+
+    def build_networks(self, config: ml_collections.ConfigDict):
+        """(generator, discriminator, num_ws) of `config`."""
+        generator, discriminator = models.stylegan2_networks(config)
+        return generator, discriminator, networks.num_ws(config.data.image_size)
+
+    def initial_buffers(self, g_variables) -> dict[str, Any]:
+        """The state fields holding the generator's non-trained variables, from its `init` variables."""
+        return {"g_noise_const": g_variables.get("noise_const", {})}
+
+    def generator_buffers(self, state: StyleGAN2State):
+        """The generator's non-trained variables in `state`, as `synthesis` takes them."""
+        return state.g_noise_const
 
     def init_state(self, rng: jax.Array, batch: Batch) -> StyleGAN2State:
         """Fresh networks, optimizers, EMA, w_avg = 0, pl_mean = 0 and ADA p = `stylegan.ada_p_init`; pure."""
@@ -148,11 +203,11 @@ class StyleGAN2Method(Method):
             g_variables = self.generator_net.init(g_rng, latents, noise_mode="const")
             d_params = self.discriminator_net.init(d_rng, images)["params"]
         g_params = g_variables["params"]
-        return StyleGAN2State(
+        return self.state_class(
             step=jnp.zeros((), jnp.int32),
             g_params=g_params,
             d_params=d_params,
-            g_noise_const=g_variables.get("noise_const", {}),
+            **self.initial_buffers(g_variables),
             g_ema_params=g_params,
             w_avg=jnp.zeros((self.w_dim,), jnp.float32),
             pl_mean=jnp.zeros((), jnp.float32),
@@ -166,19 +221,32 @@ class StyleGAN2Method(Method):
         """The mapping network: z [B, z_dim] -> w [B, w_dim]."""
         return self.generator_net.apply({"params": g_params}, z, method=networks.Generator.map)
 
-    def synthesis(self, g_params, noise_const, ws: jax.Array, rng: jax.Array, noise_mode: str = "random"):
-        """The synthesis network: ws [B, num_ws, w_dim] -> images [B, S, S, 3] (noise drawn from `rng`)."""
-        variables = {"params": g_params, "noise_const": noise_const}
+    def synthesis(self, g_params, buffers, ws: jax.Array, rng: jax.Array, noise_mode: str = "random"):
+        """The synthesis network: ws [B, num_ws, w_dim] -> images [B, S, S, 3] (noise drawn from `rng`);
+        `buffers` are `generator_buffers(state)`."""
+        variables = {"params": g_params, "noise_const": buffers}
         return self.generator_net.apply(
             variables, ws, noise_mode, rngs={"noise": rng}, method=networks.Generator.synthesize
         )
+
+    def fakes_for_d(self, g_params, state: StyleGAN2State, rng: jax.Array, count: int):
+        """Dmain's fakes (no gradient) and the state with whatever that training pass updates (nothing here)."""
+        ws_rng, noise_rng = jax.random.split(rng)
+        fake_ws, _ = self.training_ws(g_params, ws_rng, count)
+        fake = self.synthesis(g_params, self.generator_buffers(state), fake_ws, noise_rng)
+        return jax.lax.stop_gradient(fake), state
 
     def discriminator(self, d_params, images: jax.Array) -> jax.Array:
         """D(images) -> logits [B]."""
         return self.discriminator_net.apply({"params": d_params}, images)
 
-    def augment(self, images: jax.Array, rng: jax.Array, p: jax.Array) -> jax.Array:
-        """D's input augmentation: ADA with probability p, DiffAugment, or none."""
+    def augment(self, images: jax.Array, rng: jax.Array, p: jax.Array, step: jax.Array | None = None) -> jax.Array:
+        """D's input pipeline: the fading blur at `step` (when configured), then ADA with probability p,
+        DiffAugment, or none."""
+        if self.blur_radius and step is not None:
+            style = self.style
+            sigma = blur_sigma(step, self.batch_size, style.blur_init_sigma, style.blur_fade_kimg)
+            images = gaussian_blur(images, sigma, self.blur_radius)
         if self.style.augment == "ada":
             return ada.augment(images, rng, p, self.ada_spec)
         if self.style.augment == "diffaugment" and self.style.diffaugment:
@@ -202,44 +270,44 @@ class StyleGAN2Method(Method):
     def _g_main_loss(self, g_params, state: StyleGAN2State, rng: jax.Array, count: int):
         ws_rng, noise_rng, augment_rng = jax.random.split(rng, 3)
         ws, w = self.training_ws(g_params, ws_rng, count)
-        fake = self.synthesis(g_params, state.g_noise_const, ws, noise_rng)
-        logits = self.discriminator(state.d_params, self.augment(fake, augment_rng, state.ada.p))
+        fake = self.synthesis(g_params, self.generator_buffers(state), ws, noise_rng)
+        logits = self.discriminator(state.d_params, self.augment(fake, augment_rng, state.ada.p, state.step))
         return jnp.mean(jax.nn.softplus(-logits)), w
 
-    def path_length_penalty(self, g_params, noise_const, pl_mean, rng: jax.Array):
+    def path_length_penalty(self, g_params, buffers, pl_mean, rng: jax.Array):
         """(loss pl_weight * mean (L - pl_mean')^2, (pl_mean', mean L)) on `pl_batch` fresh samples."""
         ws_rng, noise_rng, y_rng = jax.random.split(rng, 3)
         ws, _ = self.training_ws(g_params, ws_rng, self.pl_batch)
         size = self.config.data.image_size
         y = jax.random.normal(y_rng, (self.pl_batch, size, size, 3)) / size  # N(0, I) / sqrt(H W).
-        lengths = self.path_lengths_at(g_params, noise_const, ws, noise_rng, y)
+        lengths = self.path_lengths_at(g_params, buffers, ws, noise_rng, y)
         # As the reference: the penalty sees the moved mean with its (pl_decay-scaled) gradient; the state keeps
         # its value.
         new_mean = pl_mean + self.style.pl_decay * (jnp.mean(lengths) - pl_mean)
         penalty = jnp.mean(jnp.square(lengths - new_mean))
         return self.style.pl_weight * penalty, (jax.lax.stop_gradient(new_mean), jnp.mean(lengths), penalty)
 
-    def path_lengths_at(self, g_params, noise_const, ws: jax.Array, noise_rng: jax.Array, y: jax.Array):
+    def path_lengths_at(self, g_params, buffers, ws: jax.Array, noise_rng: jax.Array, y: jax.Array):
         """[B] path lengths |J_ws^T y| (mean over layers of the squared norms, then sqrt) at `ws`, for images y."""
 
         def projected(ws):
-            return jnp.sum(self.synthesis(g_params, noise_const, ws, noise_rng) * y)
+            return jnp.sum(self.synthesis(g_params, buffers, ws, noise_rng) * y)
 
         return path_lengths(jax.grad(projected)(ws))
 
     def _d_main_loss(self, d_params, state: StyleGAN2State, real, fake, rng):
         real_rng, fake_rng = jax.random.split(rng)
-        p = state.ada.p
-        real_logits = self.discriminator(d_params, self.augment(real, real_rng, p))
-        fake_logits = self.discriminator(d_params, self.augment(fake, fake_rng, p))
+        p, step = state.ada.p, state.step
+        real_logits = self.discriminator(d_params, self.augment(real, real_rng, p, step))
+        fake_logits = self.discriminator(d_params, self.augment(fake, fake_rng, p, step))
         loss = jnp.mean(jax.nn.softplus(fake_logits) + jax.nn.softplus(-real_logits))
         return loss, real_logits
 
-    def r1_penalty(self, d_params, real: jax.Array, rng: jax.Array, p: jax.Array) -> jax.Array:
+    def r1_penalty(self, d_params, real: jax.Array, rng: jax.Array, p: jax.Array, step=None) -> jax.Array:
         """[B] |grad_x D(augment(x))|^2 per real image (R1 before gamma / 2)."""
 
         def summed_logits(x):
-            return jnp.sum(self.discriminator(d_params, self.augment(x, rng, p)))
+            return jnp.sum(self.discriminator(d_params, self.augment(x, rng, p, step)))
 
         grads = jax.grad(summed_logits)(real)
         return jnp.sum(jnp.square(grads), axis=(1, 2, 3))
@@ -266,7 +334,8 @@ class StyleGAN2Method(Method):
             def greg(operands):
                 g_params, g_opt_state, pl_mean = operands
                 grad_fn = jax.value_and_grad(
-                    lambda p: self.path_length_penalty(p, state.g_noise_const, pl_mean, pl_rng), has_aux=True
+                    lambda p: self.path_length_penalty(p, self.generator_buffers(state), pl_mean, pl_rng),
+                    has_aux=True,
                 )
                 (_, (new_mean, length, penalty)), grads = grad_fn(g_params)
                 grads = jax.tree.map(lambda g: g * style.pl_interval, grads)
@@ -285,9 +354,7 @@ class StyleGAN2Method(Method):
         metrics["train/pl_mean"] = pl_mean
 
         # Dmain, on fakes of the updated generator.
-        ws_rng, noise_rng = jax.random.split(fake_rng)
-        fake_ws, _ = self.training_ws(g_params, ws_rng, count)
-        fake = jax.lax.stop_gradient(self.synthesis(g_params, state.g_noise_const, fake_ws, noise_rng))
+        fake, state = self.fakes_for_d(g_params, state, fake_rng, count)
         (loss_d, real_logits), d_grads = jax.value_and_grad(self._d_main_loss, has_aux=True)(
             state.d_params, state, real, fake, d_rng
         )
@@ -303,7 +370,7 @@ class StyleGAN2Method(Method):
                 d_params, d_opt_state = operands
 
                 def loss(p):
-                    penalty = jnp.mean(self.r1_penalty(p, real, r1_rng, state.ada.p))
+                    penalty = jnp.mean(self.r1_penalty(p, real, r1_rng, state.ada.p, state.step))
                     return style.r1_gamma / 2 * penalty * style.r1_interval, penalty
 
                 (_, penalty), grads = jax.value_and_grad(loss, has_aux=True)(d_params)
@@ -362,7 +429,8 @@ class StyleGAN2Method(Method):
 
         The generator's output is unbounded (no tanh); the reference clips it the same way when it saves images.
         """
-        images = self.synthesis(state.g_ema_params, state.g_noise_const, ws, rng, self.sample_config.noise_mode)
+        buffers = self.generator_buffers(state)
+        images = self.synthesis(state.g_ema_params, buffers, ws, rng, self.sample_config.noise_mode)
         return jnp.clip(images, -1.0, 1.0)
 
     def synthesize(self, state: StyleGAN2State, latents: jax.Array, rng: jax.Array) -> jax.Array:
@@ -383,7 +451,7 @@ class StyleGAN2Method(Method):
         return {
             "samples_fixed": self.synthesize(state, latents, synthesis_rng),
             "raw_fixed": jnp.clip(
-                self.synthesis(state.g_params, state.g_noise_const, raw_ws, synthesis_rng, "const"), -1, 1
+                self.synthesis(state.g_params, self.generator_buffers(state), raw_ws, synthesis_rng, "const"), -1, 1
             ),
         }
 

@@ -13,7 +13,7 @@ import flax.linen as nn
 import ml_collections
 
 from animejax.errors import ConfigError
-from animejax.models import autoencoder, dcgan, layers, resdcgan, srgan, stylegan2, unet
+from animejax.models import autoencoder, dcgan, layers, resdcgan, srgan, stylegan2, stylegan3, unet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,43 @@ def stylegan2_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn
         mapping_layers=model.mapping_layers,
         mapping_lr_multiplier=model.mapping_lr_multiplier,
         dtype=dtype,
+    )
+    discriminator = stylegan2.Discriminator(
+        img_resolution=size,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        mbstd_group_size=model.mbstd_group_size,
+        dtype=dtype,
+    )
+    return generator, discriminator
+
+
+def stylegan3_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
+    """The StyleGAN3 generator (`model.arch` stylegan3-t or stylegan3-r) and StyleGAN2's discriminator."""
+    model, size = config.model, config.data.image_size
+    if model.arch not in ("stylegan3-t", "stylegan3-r"):
+        raise ConfigError(f"Unknown model.arch {model.arch!r} for StyleGAN3; choose stylegan3-t or stylegan3-r.")
+    try:
+        stylegan2.check_resolution(size)  # The discriminator's resolutions.
+    except ValueError as error:
+        raise ConfigError(f"StyleGAN3 does not fit data.image_size={size}: {error}.") from None
+    widths = dict(channel_base=model.channel_base, channel_max=model.channel_max)
+    if model.arch == "stylegan3-r":
+        widths = stylegan3.stylegan3_r_kwargs(model.channel_base, model.channel_max)
+    dtype = _dtype(model)
+    generator = stylegan3.Generator(
+        z_dim=model.z_dim,
+        w_dim=model.w_dim,
+        img_resolution=size,
+        mapping_layers=model.mapping_layers,
+        mapping_lr_multiplier=model.mapping_lr_multiplier,
+        num_layers=model.num_layers,
+        num_critical=model.num_critical,
+        margin_size=model.margin_size,
+        magnitude_ema_beta=0.5 ** (config.train.batch_size / (model.magnitude_ema_kimg * 1000)),
+        conv_clamp=model.conv_clamp or None,
+        dtype=dtype,
+        **widths,
     )
     discriminator = stylegan2.Discriminator(
         img_resolution=size,

@@ -314,28 +314,38 @@ def minibatch_stddev(x: jax.Array, group_size: int | None = 4, num_channels: int
 class EqualizedDense(nn.Module):
     """Dense layer with equalised learning rate (the reference's FullyConnectedLayer): x [.., I] -> [.., features].
 
-    kernel [I, features] ~ N(0, 1) / lr_multiplier, applied times lr_multiplier / sqrt(I); bias = bias_init,
-    applied times lr_multiplier; then `bias_act` with `activation`.
+    kernel [I, features] ~ N(0, weight_init^2) / lr_multiplier, applied times lr_multiplier / sqrt(I); bias =
+    bias_init (a float, or one value per feature), applied times lr_multiplier; then `bias_act` with `activation`.
     """
 
     features: int
     activation: str = "linear"
     lr_multiplier: float = 1.0
-    bias_init: float = 0.0
+    bias_init: float | tuple[float, ...] = 0.0
     use_bias: bool = True
     dtype: Any = jnp.float32
+    weight_init: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
         kernel = self.param(
-            "kernel", nn.initializers.normal(1.0 / self.lr_multiplier), (fan_in, self.features), jnp.float32
+            "kernel",
+            nn.initializers.normal(self.weight_init / self.lr_multiplier),
+            (fan_in, self.features),
+            jnp.float32,
         )
         w = kernel * (self.lr_multiplier / math.sqrt(fan_in))
         y = jnp.dot(x.astype(self.dtype), w.astype(self.dtype))
         b = None
         if self.use_bias:
-            b = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,), jnp.float32)
+            init = self.bias_init
+
+            def bias_init(key, shape, dtype):
+                del key
+                return jnp.broadcast_to(jnp.asarray(init, dtype), shape)
+
+            b = self.param("bias", bias_init, (self.features,), jnp.float32)
             b = b * self.lr_multiplier
         return bias_act(y, b, self.activation)
 
