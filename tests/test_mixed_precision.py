@@ -12,7 +12,7 @@ from tests.test_train import load_config
 
 # One method per network family: the VAE covers the autoencoder's networks, the cycle variant resdcgan's G, D
 # and its encoder, WGAN-GP the layer-normalised DCGAN critic.
-FAMILIES = ("vae", "dcgan", "resdcgan_cycle", "wgan_gp", "stylegan2")
+FAMILIES = ("vae", "dcgan", "resdcgan_cycle", "wgan_gp", "stylegan2", "stylegan3")
 
 
 def small_config(name: str, dtype: str):
@@ -24,9 +24,11 @@ def small_config(name: str, dtype: str):
             config.model[key] = 8 if key != "latent_dim" else 16
     if "max_channels" in config.model:
         config.model.max_channels = 32
-    if name == "stylegan2":
+    if name.startswith("stylegan"):
         config.model.z_dim = config.model.w_dim = 8
         config.model.channel_base, config.model.channel_max = 256, 16
+        if name == "stylegan3":
+            config.model.num_layers = 4
         # The main losses only: the lazy regularisers and ADA triple the compile time and add no bf16 path.
         config.stylegan.augment, config.stylegan.r1_gamma, config.stylegan.pl_weight = "none", 0.0, 0.0
     return config
@@ -67,7 +69,7 @@ def test_bf16_step_keeps_float32_state_and_agrees_with_float32(name):
     # Every convolution of the step (forward and backward) runs on bf16 operands; StyleGAN2's discriminator
     # keeps its 4x4 epilogue in float32, as the reference does.
     dtypes = conv_operand_dtypes(jaxpr16)
-    if name == "stylegan2":
+    if name.startswith("stylegan"):  # StyleGAN3's ToRGB layer is float32 too.
         assert ("bfloat16", "bfloat16") in dtypes and dtypes <= {("bfloat16", "bfloat16"), ("float32", "float32")}
     else:
         assert dtypes == {("bfloat16", "bfloat16")}

@@ -151,6 +151,17 @@ RESUME_CASES = {
         "--config.stylegan.r1_interval=8",
         "--config.sample.grid_size=2",
     ],
+    "stylegan3": [  # StyleGAN3-R: the magnitude averages, the fading D blur (over the kill) and ADA's p resume.
+        "--config=configs/stylegan3.py:r_quick",
+        "--config.train.batch_size=8",
+        "--config.model.channel_base=256",
+        "--config.model.channel_max=16",
+        "--config.model.num_layers=4",
+        "--config.stylegan.blur_fade_kimg=0.12",
+        "--config.stylegan.ada_kimg=1",
+        "--config.stylegan.r1_interval=8",
+        "--config.sample.grid_size=2",
+    ],
     "srgan": [  # Pixel phase to step 15, then adversarial: the kill at 10 resumes before the switch.
         "--config=configs/srgan.py:quick",
         "--config.data.image_size=64",
