@@ -2,12 +2,15 @@
 
 Generated images come straight from the method's jitted `generate` (no PNG
 round trip; quantised to 8-bit levels like saved images) and are handed to each
-metric batch by batch. Inception features are computed on device, batched and
-sharded over the mesh; statistics are accumulated in float64 on the host.
-Reference statistics of the dataset are computed once and cached in an npz keyed
-by dataset, resolution, image count and preprocessing. Every report says what it
-computed: image counts, and the resize, weights and detector settings the
-metrics used.
+metric batch by batch. Features are computed on device, batched and sharded over
+the mesh; when metrics need both feature networks (Inception for fid/kid,
+Illustration2Vec for fid_i2v/kid_i2v), one jitted call computes both on the same
+batch, so the samples are drawn once. Statistics are accumulated in float64 on
+the host. Reference statistics of the dataset are computed once per feature
+network and cached in an npz keyed by dataset, resolution, image count and
+preprocessing (for Illustration2Vec, the weights' sha256 too). Every report says
+what it computed: image counts, and the resize, weights and detector settings
+the metrics used.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ from animejax import sharding
 from animejax.data import pipeline
 from animejax.errors import ConfigError, UserError
 from animejax.metrics import detection, fid, registry, resize
+from animejax.metrics.illust2vec import FEATURE_LAYERS
+from animejax.pretrained import illust2vec as pretrained_illust2vec
 from animejax.pretrained import inception as pretrained_inception
 
-METRICS = registry.METRICS  # ("fid", "kid", "swd", "detection")
+METRICS = registry.METRICS  # ("fid", "fid_i2v", "kid", "kid_i2v", "swd", "detection")
+INCEPTION, ILLUST2VEC = registry.INCEPTION, registry.ILLUST2VEC
+I2V_PREPROCESSING = (
+    "i2v/chainer_i2v.py's: skimage resize(order=1, mode='constant') of the min-max scaled uint8 image to 224x224, "
+    "BGR, mean pixel (164.76, 167.48, 181.14) subtracted"
+)
 
 
 class NotEnoughImagesError(UserError):
@@ -64,31 +74,40 @@ class Evaluator:
         self.batch_size = eval_config.batch_size
         sharding.local_batch_size(self.batch_size, shardings)  # Fails early on an unsplittable batch.
         self.resize_mode = resize.check_resize_mode(eval_config.fid_resize)
-        self._inception = None
-        self._features = None
-        self._reference: dict[int, tuple[fid.ReferenceStats, np.ndarray]] = {}
+        # Feature network name -> (apply(variables, images in [-1, 1]) -> [B, D], variables on the mesh).
+        self._networks: dict[str, tuple[Callable, Any]] = {}
+        self._feature_fns: dict[tuple[str, ...], Callable] = {}  # Networks -> one jitted call computing them.
+        self._i2v_sha256: str | None = None
+        self._reference: dict[tuple[str, int], tuple[fid.ReferenceStats, np.ndarray]] = {}
         self._samplers: dict[Callable, Callable] = {}  # generate or translate -> its jitted, quantised form.
         self._to_host = jax.jit(lambda x: x, out_shardings=shardings.replicated)
 
     # --- networks and files ---------------------------------------------
 
-    def _load_inception(self):
-        if self._inception is None:
+    def _load_network(self, network: str) -> None:
+        """Loads a feature network's weights onto the mesh once (a missing file fails here, before sampling)."""
+        if network in self._networks:
+            return
+        if network == INCEPTION:
             module, variables = pretrained_inception.load_fid_inception(
                 self.config.inception_path or None, self.config.weights_cache_dir or None
             )
-            variables = jax.device_put(variables, self.shardings.replicated)
 
-            def features(variables, images):
+            def apply(variables, images):
                 return module.apply(variables, resize.resize_for_inception(images, self.resize_mode))
 
-            self._features = jax.jit(
-                features,
-                in_shardings=(self.shardings.replicated, self.shardings.data),
-                out_shardings=self.shardings.replicated,
+        elif network == ILLUST2VEC:
+            module, variables, self._i2v_sha256 = pretrained_illust2vec.load_illust2vec(
+                self.config.i2v_path or None, self.config.weights_cache_dir or None, self.config.i2v_layer
             )
-            self._inception = variables
-        return self._inception
+            apply = module.apply
+        else:
+            raise ValueError(f"Unknown feature network {network!r}; expected one of {registry.FEATURE_NETWORKS}.")
+        self._networks[network] = (apply, jax.device_put(variables, self.shardings.replicated))
+
+    def _load_inception(self):
+        self._load_network(INCEPTION)
+        return self._networks[INCEPTION][1]
 
     def prepare(self, metrics: tuple[str, ...]) -> None:
         """Checks `metrics` (ConfigError: unknown names, conflicting settings) and loads what they need now.
@@ -98,8 +117,9 @@ class Evaluator:
         selected = registry.lookup(metrics)
         for metric in selected:
             metric.check(self.config)
-        if registry.uses(selected, registry.INCEPTION):
-            self._load_inception()
+        for network in registry.FEATURE_NETWORKS:
+            if registry.uses(selected, network):
+                self._load_network(network)
         if registry.uses(selected, registry.DETECTOR):
             self._detector_path()
 
@@ -108,8 +128,27 @@ class Evaluator:
 
     def features(self, images: jax.Array) -> np.ndarray:
         """Inception pool3 features of a batch in [-1, 1] sharded on the mesh: [B, 2048] float32 (host)."""
-        variables = self._load_inception()  # Before reading self._features, which it sets on first use.
-        return np.asarray(self._features(variables, images))
+        return self.network_features(images, (INCEPTION,))[INCEPTION]
+
+    def network_features(self, images: jax.Array, networks: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """{network: [B, D] float32 features (host)} of a batch in [-1, 1] sharded on the mesh.
+
+        All `networks` run in one jitted call (one program, one pass over the batch on the device).
+        """
+        networks = tuple(sorted(set(networks)))
+        if not networks:
+            return {}
+        for network in networks:
+            self._load_network(network)
+        if networks not in self._feature_fns:
+            applies = {network: self._networks[network][0] for network in networks}
+            self._feature_fns[networks] = jax.jit(
+                lambda variables, images: {name: apply(variables[name], images) for name, apply in applies.items()},
+                in_shardings=(self.shardings.replicated, self.shardings.data),
+                out_shardings=self.shardings.replicated,
+            )
+        variables = {network: self._networks[network][1] for network in networks}
+        return {name: np.asarray(value) for name, value in self._feature_fns[networks](variables, images).items()}
 
     def describe(self, metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
         """What `metrics` used, recorded in every report.
@@ -125,6 +164,14 @@ class Evaluator:
             settings["feature_network"] = "FID Inception-v3 (pytorch-fid port), pool3 2048-d"
             settings["inception_weights"] = self.config.inception_path or pretrained_inception.FID_WEIGHTS_FILENAME
             settings["resize"] = f"{self.resize_mode}: {resize.RESIZE_MODES[self.resize_mode]}"
+        if registry.uses(selected, registry.ILLUST2VEC):
+            layer = self.config.i2v_layer
+            network = FEATURE_LAYERS.get(layer, layer)
+            settings["i2v_feature_network"] = f"Illustration2Vec (illust2vec_ver200), {network}"
+            settings["i2v_weights"] = self.config.i2v_path or pretrained_illust2vec.I2V_WEIGHTS_FILENAME
+            if self._i2v_sha256:  # Known once the weights are loaded (always so after an evaluation).
+                settings["i2v_weights_sha256"] = self._i2v_sha256
+            settings["i2v_preprocessing"] = I2V_PREPROCESSING
         if selected:
             settings["generated_images_quantized_to_uint8"] = True
         if registry.uses(selected, registry.DETECTOR):
@@ -160,18 +207,22 @@ class Evaluator:
                 "Lower the eval.*_num_images setting or use a larger dataset."
             )
 
-    def reference(self, count: int) -> tuple[fid.ReferenceStats, np.ndarray]:
-        """Mean/covariance of the first `count` real images' features, and up to `eval.kid_num_images` features.
+    def reference(self, count: int, network: str = INCEPTION) -> tuple[fid.ReferenceStats, np.ndarray]:
+        """Mean/covariance of the first `count` real images' features of `network`, and up to
+        `eval.kid_num_images` of those features.
 
-        Cached on disk (npz + npy) and in memory.
+        Cached on disk (npz + npy) and in memory, apart for each network: Illustration2Vec statistics are keyed
+        by the weights' sha256 and layer as well.
         """
         if jax.process_count() > 1:  # Whole global batches only, so no process contributes padding.
             count -= count % self.batch_size
-        if count in self._reference:
-            return self._reference[count]
+        if (network, count) in self._reference:
+            return self._reference[(network, count)]
         self._check_real_count(count, "The FID/KID reference")
         cache_dir = self.config.stats_cache_dir or os.path.join(pipeline.default_cache_dir(), "..", "fid_stats")
-        preprocessing = self.describe(("fid",))  # What the features depend on (part of the cache key).
+        self._load_network(network)  # The weights' hash is part of the Illustration2Vec key.
+        # What the features depend on (part of the cache key); the Inception key is unchanged from before.
+        preprocessing = self.describe(("fid",) if network == INCEPTION else ("fid_i2v",))
         path = fid.reference_stats_path(
             os.path.abspath(cache_dir),
             self.dataset_name,
@@ -186,7 +237,7 @@ class Evaluator:
         def compute():
             stats, kept = fid.FeatureStats(), []
             for images, valid in _progress(self._real_batches(count), count, self.batch_size, "reference features"):
-                feats = self.features(images)[:valid]
+                feats = self.network_features(images, (network,))[network][:valid]
                 stats.update(feats)
                 if sum(len(k) for k in kept) < kid_count:
                     kept.append(feats)
@@ -202,8 +253,8 @@ class Evaluator:
             self.dataset_name, self.dataset_fingerprint, int(self.real_images.shape[1]), count, preprocessing
         )
         stats = fid.cached_reference_stats(path, compute, meta=key)
-        self._reference[count] = (stats, np.load(kid_path))
-        return self._reference[count]
+        self._reference[(network, count)] = (stats, np.load(kid_path))
+        return self._reference[(network, count)]
 
     # --- generated data ---------------------------------------------------
 
@@ -307,25 +358,32 @@ class Evaluator:
             reference_features=lambda: self.reference(reference_images)[1],
             real_images=real_images,
             detector_path=self._detector_path,
+            i2v_reference_stats=lambda: self.reference(reference_images, ILLUST2VEC)[0],
+            i2v_reference_features=lambda: self.reference(reference_images, ILLUST2VEC)[1],
         )
 
     def _feed(self, metrics: list[registry.Metric], next_images: Callable[[int], jax.Array]) -> int:
         """Takes as many images as `metrics` need, feeds each batch to every metric; returns the count.
 
-        Features are computed, and uint8 pixels fetched to the host, while a metric still wants them. For
-        generated samples, the batch starting at image `i` uses the key `fold_in(rng, i)`: a metric sees the
-        same images whatever else runs.
+        Each network's features are computed (all networks still wanted in one jitted call on the batch), and
+        uint8 pixels fetched to the host, while a metric still wants them. For generated samples, the batch
+        starting at image `i` uses the key `fold_in(rng, i)`: a metric sees the same images whatever else runs.
         """
-        features_needed = max((metric.features_needed for metric in metrics), default=0)
+        features_needed: dict[str, int] = {}
+        for metric in metrics:
+            if metric.features_from():
+                network = metric.features_from()
+                features_needed[network] = max(features_needed.get(network, 0), metric.features_needed)
         pixels_needed = max((metric.pixels_needed for metric in metrics), default=0)
-        count = max(features_needed, pixels_needed)
+        count = max([pixels_needed, *features_needed.values()])
         for index in _progress(iter(range(0, count, self.batch_size)), count, self.batch_size, "generated samples"):
             valid = min(self.batch_size, count - index)
             images = next_images(index)
-            features = self.features(images)[:valid] if index < features_needed else None
+            networks = tuple(network for network, needed in features_needed.items() if index < needed)
+            features = {name: value[:valid] for name, value in self.network_features(images, networks).items()}
             pixels = pipeline.to_uint8(self._to_host(images))[:valid] if index < pixels_needed else None
             for metric in metrics:
-                metric.update(features, pixels)
+                metric.update(features.get(metric.features_from()), pixels)
         return count
 
 

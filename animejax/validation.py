@@ -73,6 +73,19 @@ def _range_problems(config: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
+# (field, allowed values) of string fields with a fixed set of choices.
+_CHOICES = (("eval.i2v_layer", ("encode1", "encode1neuron")),)  # animejax.metrics.illust2vec.FEATURE_LAYERS
+
+
+def _choice_problems(config: ml_collections.ConfigDict) -> list[str]:
+    problems = []
+    for field, allowed in _CHOICES:
+        value = _get(config, field)
+        if value is not None and value not in allowed:
+            problems.append(f"{field}={value!r}: must be one of {', '.join(allowed)}")
+    return problems
+
+
 def _device_problems(config: ml_collections.ConfigDict) -> list[str]:
     requested, available = _get(config, "mesh.num_devices"), jax.device_count()
     if _is_int(requested) and requested > available:
@@ -82,7 +95,7 @@ def _device_problems(config: ml_collections.ConfigDict) -> list[str]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises one ConfigError listing every type, range and device problem of `config`."""
-    problems = _range_problems(config) + _device_problems(config)
+    problems = _range_problems(config) + _choice_problems(config) + _device_problems(config)
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 

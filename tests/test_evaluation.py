@@ -158,7 +158,9 @@ def test_headline_picks_one_value_per_metric():
 def test_registry_directions_and_headline_keys():
     expected = {
         "fid": ("fid{budget}", True),
+        "fid_i2v": ("fid_i2v{budget}", True),
         "kid": ("kid{budget}_mean", True),
+        "kid_i2v": ("kid_i2v{budget}_mean", True),
         "swd": ("swd{budget}/mean", True),
         "detection": ("detection_rate{budget}", False),
     }
@@ -169,6 +171,9 @@ def test_registry_directions_and_headline_keys():
     assert registry.get("fid").is_headline("eval/fid50k") and registry.get("fid").is_headline("fid2048")
     assert not registry.get("fid").is_headline("eval/fid50k_extra")
     assert not registry.get("kid").is_headline("eval/kid10k_std")
+    assert not registry.get("fid").is_headline("eval/fid_i2v50k")
+    assert registry.get("fid_i2v").is_headline("fid_i2v2048")
+    assert not registry.get("kid").is_headline("eval/kid_i2v10k_mean")
     assert not registry.get("swd").is_headline("eval/swd1k/32")
 
 
@@ -178,7 +183,9 @@ def test_headline_asks_the_registry():
     assert evaluation.headline(results, "swd") == ("train/swd2048/mean", 1.5, True)
     with pytest.raises(ConfigError, match="Cannot rank by 'kid'"):
         evaluation.headline(results, "kid")
-    with pytest.raises(ConfigError, match=r"Unknown metric\(s\) \['is'\]; choose from fid, kid, swd, detection"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown metric\(s\) \['is'\]; choose from fid, fid_i2v, kid, kid_i2v, swd, detection"
+    ):
         evaluation.headline(results, "is")
 
 
@@ -196,6 +203,8 @@ def test_metrics_name_their_results_as_their_headline_says(monkeypatch):
         reference_features=lambda: features[::-1],
         real_images=lambda count, what: pixels[::-1][:count],
         detector_path=lambda: "cascade.xml",
+        i2v_reference_stats=lambda: fid_lib.ReferenceStats(reference.mean(0) + 1, np.cov(reference, rowvar=0), {}),
+        i2v_reference_features=lambda: features[::-1] + 1,
     )
     monkeypatch.setattr(detection, "detection_rate", lambda images, path, **_: {"rate": len(images) / 10})
     results = {}
@@ -206,20 +215,27 @@ def test_metrics_name_their_results_as_their_headline_says(monkeypatch):
         results.update(metric.results(references, "eval/"))
     assert set(results) == {
         "eval/fid10",
+        "eval/fid_i2v10",
         "eval/kid6_mean",
         "eval/kid6_std",
+        "eval/kid_i2v6_mean",
+        "eval/kid_i2v6_std",
         *(f"eval/swd6/{level}" for level in (16, "mean")),
         "eval/detection_rate6",
     }
     assert evaluation.headline(results, "detection") == ("eval/detection_rate6", 0.6, False)
     assert evaluation.headline(results, "kid")[0] == "eval/kid6_mean"
+    assert evaluation.headline(results, "fid_i2v")[0] == "eval/fid_i2v10"
+    assert results["eval/fid_i2v10"] > results["eval/fid10"]  # Its own references (shifted by 1 here).
 
 
 def test_unknown_metric_is_a_config_error_listing_the_valid_ones(tmp_path, cache_dir):
     config = tiny_config(cache_dir)
     config.eval.batch_size = 8
     evaluator, _ = _evaluator(config, tmp_path)
-    with pytest.raises(ConfigError, match=r"Unknown metric\(s\) \['isc'\]; choose from fid, kid, swd, detection"):
+    with pytest.raises(
+        ConfigError, match=r"Unknown metric\(s\) \['isc'\]; choose from fid, fid_i2v, kid, kid_i2v, swd, detection"
+    ):
         evaluator.prepare(("fid", "isc"))
     with pytest.raises(ConfigError, match="Unknown metric"):
         evaluator.describe(("isc",))
@@ -234,12 +250,17 @@ def test_describe_lists_only_what_the_metrics_used(tmp_path, cache_dir):
         "feature_network",
         "inception_weights",
         "resize",
+        "i2v_feature_network",
+        "i2v_weights",
+        "i2v_preprocessing",
         "generated_images_quantized_to_uint8",
         "detector",
     }
     assert everything["inception_weights"] == pretrained_inception.FID_WEIGHTS_FILENAME
     assert evaluator.describe(("swd",)) == {"generated_images_quantized_to_uint8": True}
-    assert set(evaluator.describe(("kid", "swd"))) == set(everything) - {"detector"}
+    i2v_keys = {"i2v_feature_network", "i2v_weights", "i2v_preprocessing"}
+    assert set(evaluator.describe(("kid", "swd"))) == set(everything) - {"detector"} - i2v_keys
+    assert set(evaluator.describe(("fid_i2v",))) == i2v_keys | {"generated_images_quantized_to_uint8"}
     assert set(evaluator.describe(("detection",))) == {"generated_images_quantized_to_uint8", "detector"}
     assert evaluator.describe(("detection",))["detector"] == everything["detector"]
     assert evaluator.describe(()) == {}

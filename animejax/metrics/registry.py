@@ -1,11 +1,13 @@
 """The sample-quality metrics by config name: what each needs, how it accumulates, what it reports and ranks by.
 
-One small `Metric` subclass per metric, registered under its name in `REGISTRY` ("fid", "kid", "swd",
-"detection"). The `Evaluator` (animejax/evaluation.py) builds one instance per evaluation, feeds it every
-generated batch (Inception features and/or uint8 images, as its `needs` say), then asks for its results,
-handing it the real-data side through a `References` object. Result names carry their sample budgets
-("eval/fid50k", "eval/kid10k_mean", "eval/swd10k/32", "eval/detection_rate1k"); `headline_key` names the one
-result that ranks checkpoints and `lower_is_better` its direction.
+One small `Metric` subclass per metric, registered under its name in `REGISTRY` ("fid", "fid_i2v", "kid",
+"kid_i2v", "swd", "detection"). The `Evaluator` (animejax/evaluation.py) builds one instance per evaluation, feeds
+it every generated batch (the features of the network it needs, Inception or Illustration2Vec, and/or uint8
+images, as its `needs` say), then asks for its results, handing it the real-data side through a `References`
+object. Both feature networks run in one jitted call per generated batch, so FID and FID-i2v share the samples.
+Result names carry their sample budgets ("eval/fid50k", "eval/fid_i2v50k", "eval/kid10k_mean", "eval/swd10k/32",
+"eval/detection_rate1k"); `headline_key` names the one result that ranks checkpoints and `lower_is_better` its
+direction.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from animejax.errors import ConfigError
 from animejax.metrics import detection, fid, kid, swd
 
 INCEPTION = "inception"  # Inception pool3 features of the generated images (and of real ones, as reference).
+ILLUST2VEC = "illust2vec"  # Illustration2Vec features (eval.i2v_layer) of the generated images, likewise.
+FEATURE_NETWORKS = (INCEPTION, ILLUST2VEC)
 PIXELS = "pixels"  # The generated images themselves, uint8 [N, S, S, 3] on the host.
 DETECTOR = "detector"  # The face-detector file.
 
@@ -43,21 +47,29 @@ class References:
         real_images: (count, what) -> the first `count` real images, uint8 [count, S, S, 3]; `what` names the
             asker in the error raised when the dataset has fewer.
         detector_path: () -> the verified face-detector file.
+        i2v_reference_stats, i2v_reference_features: the same two for Illustration2Vec features (fid_i2v,
+            kid_i2v); by default they raise, for callers that run no Illustration2Vec metric.
     """
 
     reference_stats: Callable[[], fid.ReferenceStats]
     reference_features: Callable[[], np.ndarray]
     real_images: Callable[[int, str], np.ndarray]
     detector_path: Callable[[], str]
+    i2v_reference_stats: Callable[[], fid.ReferenceStats] = lambda: _no_i2v_references()
+    i2v_reference_features: Callable[[], np.ndarray] = lambda: _no_i2v_references()
+
+
+def _no_i2v_references():
+    raise ValueError("these References carry no Illustration2Vec reference features")
 
 
 class Metric(abc.ABC):
     """One metric over one evaluation: built with the eval config, fed generated batches, then asked for results.
 
-    Subclasses set `name`, `needs` (a subset of {INCEPTION, PIXELS, DETECTOR}), `headline_key` (its ranking
-    result's name without the prefix, "{budget}" standing for the budget) and `lower_is_better`, and
-    implement `results`. The default `update` keeps the first `budget` rows of the input the metric needs
-    (features if it needs INCEPTION, else pixels).
+    Subclasses set `name`, `needs` (a subset of {INCEPTION, ILLUST2VEC, PIXELS, DETECTOR}, at most one feature
+    network), `headline_key` (its ranking result's name without the prefix, "{budget}" standing for the budget)
+    and `lower_is_better`, and implement `results`. The default `update` keeps the first `budget` rows of the
+    input the metric needs (the features of its network if it needs one, else pixels).
 
     Args:
         config: `config.eval`.
@@ -86,10 +98,15 @@ class Metric(abc.ABC):
         """Raises ConfigError for eval settings this metric cannot work with (called before any work)."""
         del config
 
+    @classmethod
+    def features_from(cls) -> str | None:
+        """The feature network whose features this metric takes (INCEPTION or ILLUST2VEC), or None."""
+        return next((network for network in FEATURE_NETWORKS if network in cls.needs), None)
+
     @property
     def features_needed(self) -> int:
-        """Generated images whose Inception features this metric takes."""
-        return self.budget if INCEPTION in self.needs else 0
+        """Generated images whose features (of `features_from()`) this metric takes."""
+        return self.budget if self.features_from() else 0
 
     @property
     def pixels_needed(self) -> int:
@@ -100,10 +117,11 @@ class Metric(abc.ABC):
         """Accumulates one generated batch.
 
         Args:
-            features: [B, 2048] float32 Inception features, or None once no metric needs more.
+            features: [B, D] float32 features of `features_from()`'s network (Inception: D = 2048), or None once
+                no metric needs more or the metric needs none.
             pixels: [B, S, S, 3] uint8 images, or None once no metric needs more.
         """
-        rows = features if INCEPTION in self.needs else pixels
+        rows = features if self.features_from() else pixels
         if rows is not None and self._count < self.budget:
             rows = rows[: self.budget - self._count]
             self._kept.append(rows)
@@ -146,10 +164,42 @@ class FID(Metric):
             self._stats.update(features)
             self._count += len(features)
 
+    def reference_stats(self, references: References) -> fid.ReferenceStats:
+        """The real images' statistics in this metric's feature space."""
+        return references.reference_stats()
+
     def results(self, references: References, prefix: str) -> dict[str, float]:
         mu, sigma = self._stats.mean_cov()
-        reference = references.reference_stats()
+        reference = self.reference_stats(references)
         return {self.result_name(prefix): fid.frechet_distance(mu, sigma, reference.mu, reference.sigma)}
+
+
+def _check_i2v_layer(config: ml_collections.ConfigDict) -> None:
+    from animejax.metrics.illust2vec import FEATURE_LAYERS  # Flax: imported only when the metric is asked for.
+
+    if config.i2v_layer not in FEATURE_LAYERS:
+        raise ConfigError(
+            f"eval.i2v_layer={config.i2v_layer!r} is not an Illustration2Vec feature layer; "
+            f"choose one of {', '.join(FEATURE_LAYERS)}."
+        )
+
+
+class FIDI2V(FID):
+    """The Fréchet distance on Illustration2Vec features (`eval.i2v_layer`, GANime's anime-specific FID).
+
+    Its reference statistics are cached apart from the Inception ones, keyed by the caffemodel's sha256.
+    """
+
+    name = "fid_i2v"
+    needs = frozenset({ILLUST2VEC})
+    headline_key = "fid_i2v{budget}"
+
+    @classmethod
+    def check(cls, config: ml_collections.ConfigDict) -> None:
+        _check_i2v_layer(config)
+
+    def reference_stats(self, references: References) -> fid.ReferenceStats:
+        return references.i2v_reference_stats()
 
 
 class KID(Metric):
@@ -168,15 +218,34 @@ class KID(Metric):
         if config.reference_stats:
             raise ConfigError("KID needs reference features, which eval.reference_stats files lack: drop 'kid'.")
 
+    def reference_features(self, references: References) -> np.ndarray:
+        """The real images' features in this metric's feature space."""
+        return references.reference_features()
+
     def results(self, references: References, prefix: str) -> dict[str, float]:
         mean, std = kid.kernel_inception_distance(
             self.kept(),
-            references.reference_features(),
+            self.reference_features(references),
             num_subsets=self.config.kid_subsets,
             subset_size=self.config.kid_subset_size,
         )
-        name = self.result_name(prefix, "kid{budget}")
+        name = self.result_name(prefix, self.headline_key[: -len("_mean")])
         return {f"{name}_mean": mean, f"{name}_std": std}
+
+
+class KIDI2V(KID):
+    """The kernel distance on Illustration2Vec features (the first `eval.kid_num_images`), mean and std."""
+
+    name = "kid_i2v"
+    needs = frozenset({ILLUST2VEC})
+    headline_key = "kid_i2v{budget}_mean"
+
+    @classmethod
+    def check(cls, config: ml_collections.ConfigDict) -> None:
+        _check_i2v_layer(config)  # Its reference features are the dataset's, whatever eval.reference_stats says.
+
+    def reference_features(self, references: References) -> np.ndarray:
+        return references.i2v_reference_features()
 
 
 class SWD(Metric):
@@ -220,7 +289,7 @@ class Detection(Metric):
         return {self.result_name(prefix): found["rate"]}
 
 
-REGISTRY: dict[str, type[Metric]] = {cls.name: cls for cls in (FID, KID, SWD, Detection)}
+REGISTRY: dict[str, type[Metric]] = {cls.name: cls for cls in (FID, FIDI2V, KID, KIDI2V, SWD, Detection)}
 METRICS = tuple(REGISTRY)
 
 
@@ -243,5 +312,5 @@ def get(name: str) -> type[Metric]:
 
 
 def uses(metrics: Iterable[type[Metric] | Metric], need: str) -> bool:
-    """Whether any of `metrics` needs `need` (INCEPTION, PIXELS or DETECTOR)."""
+    """Whether any of `metrics` needs `need` (INCEPTION, ILLUST2VEC, PIXELS or DETECTOR)."""
     return any(need in metric.needs for metric in metrics)
