@@ -107,6 +107,17 @@ def denoiser_network(config: ml_collections.ConfigDict) -> nn.Module:
     return _lookup(DENOISER_ARCHS, config.model.arch, "diffusion")(config.model, config.data.image_size)
 
 
+def _stylegan_discriminator(model: ml_collections.ConfigDict, size: int, dtype) -> nn.Module:
+    """StyleGAN2's resnet discriminator, which StyleGAN3 trains with too."""
+    return stylegan2.Discriminator(
+        img_resolution=size,
+        channel_base=model.channel_base,
+        channel_max=model.channel_max,
+        mbstd_group_size=model.mbstd_group_size,
+        dtype=dtype,
+    )
+
+
 def stylegan2_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
     """The StyleGAN2 generator and discriminator at `config.data.image_size` (32 to 256 px)."""
     model, size = config.model, config.data.image_size
@@ -125,14 +136,7 @@ def stylegan2_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn
         mapping_lr_multiplier=model.mapping_lr_multiplier,
         dtype=dtype,
     )
-    discriminator = stylegan2.Discriminator(
-        img_resolution=size,
-        channel_base=model.channel_base,
-        channel_max=model.channel_max,
-        mbstd_group_size=model.mbstd_group_size,
-        dtype=dtype,
-    )
-    return generator, discriminator
+    return generator, _stylegan_discriminator(model, size, dtype)
 
 
 def stylegan3_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
@@ -162,14 +166,7 @@ def stylegan3_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn
         dtype=dtype,
         **widths,
     )
-    discriminator = stylegan2.Discriminator(
-        img_resolution=size,
-        channel_base=model.channel_base,
-        channel_max=model.channel_max,
-        mbstd_group_size=model.mbstd_group_size,
-        dtype=dtype,
-    )
-    return generator, discriminator
+    return generator, _stylegan_discriminator(model, size, dtype)
 
 
 def srgan_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn.Module]:
