@@ -351,7 +351,8 @@ class StyleGAN2Method(Method):
             )
             metrics["train/pl_penalty"] = Weighted(penalty, weight)
             metrics["train/pl_length"] = Weighted(length, weight)
-        metrics["train/pl_mean"] = pl_mean
+        if style.pl_weight:  # StyleGAN3's configs run no path-length regularisation: nothing to log.
+            metrics["train/pl_mean"] = pl_mean
 
         # Dmain, on fakes of the updated generator.
         fake, state = self.fakes_for_d(g_params, state, fake_rng, count)
