@@ -157,6 +157,10 @@ def test_config_errors():
     config.data.image_size = 48
     with pytest.raises(ConfigError, match="StyleGAN3 does not fit data.image_size=48"):
         methods.get_method(config)
+    config = load_config("stylegan3", "quick")
+    config.model.magnitude_ema_kimg = 0.0
+    with pytest.raises(ConfigError, match="model.magnitude_ema_kimg must be > 0"):
+        methods.get_method(config)
     with pytest.raises(ConfigError, match="Unknown variant 'x' for configs/stylegan3.py"):
         load_config("stylegan3", "x")
 
