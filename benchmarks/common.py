@@ -17,6 +17,16 @@ def pin_threads(threads: int) -> int:
     return len(cpus)
 
 
+def force_transposed_conv(implementation: str) -> None:
+    """Makes animejax's transposed convolutions run as `implementation` ("phases" or "native"); "auto" keeps the
+    backend's choice (`animejax.models.layers.transposed_conv_implementation`). Call before building steps."""
+    if implementation == "auto":
+        return
+    from animejax.models import layers
+
+    layers.transposed_conv_implementation = lambda: implementation
+
+
 class JaxStep:
     """A method's state and the loop's jitted step (`make_train_step`) on one device, over one fixed batch.
 

@@ -40,7 +40,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import JaxStep, pin_threads  # noqa: E402
+from common import JaxStep, force_transposed_conv, pin_threads  # noqa: E402
 
 CASES = ("dcgan:transpose", "dcgan:subpixel", "resdcgan", "resdcgan_cycle", "wgan_gp")
 
@@ -57,6 +57,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="Alternating JAX/torch timings; medians reported.")
     parser.add_argument("--threads", type=int, default=0, help="CPU cores for both frameworks; 0 for all.")
     parser.add_argument("--append", default="", help="Markdown file to append the results section to.")
+    parser.add_argument(
+        "--transposed_conv",
+        choices=("auto", "phases", "native"),
+        default="auto",
+        help="How dcgan:transpose runs in JAX (animejax.models.layers.PhaseConvTranspose); auto: the backend's.",
+    )
     return parser.parse_args(argv)
 
 
@@ -425,6 +431,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(threads)
     sys.path.insert(0, REPO)
+    force_transposed_conv(args.transposed_conv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:

@@ -285,6 +285,65 @@ def sampling_entry(family: str, dtype: str, sizes: Sizes) -> dict:
     }
 
 
+def transposed_conv_entry(dtype: str, sizes: Sizes) -> dict:
+    """The paper DCGAN generator's forward + backward with its transposed convolutions as four phase convolutions
+    (animejax's CPU choice) against XLA's native transposed convolution (its GPU/TPU choice): the measurement
+    `animejax.models.layers.transposed_conv_implementation` is to follow on this backend."""
+    from unittest import mock
+
+    import jax
+    import jax.numpy as jnp
+
+    from animejax.models import dcgan, layers
+
+    config = load_config("dcgan", sizes, dtype)
+    model = dcgan.Generator(
+        config.data.image_size, config.model.latent_dim, config.model.g_channels, "transpose", jnp.dtype(dtype)
+    )
+    latents = jax.random.normal(jax.random.PRNGKey(0), (sizes.batch, config.model.latent_dim))
+    variables = model.init(jax.random.PRNGKey(1), latents)
+
+    def timed(implementation: str):
+        with mock.patch.object(layers, "transposed_conv_implementation", lambda: implementation):
+
+            @jax.jit
+            def step(params, latents):
+                def loss(params):
+                    images, _ = model.apply({**variables, "params": params}, latents, mutable=["batch_stats"])
+                    return jnp.mean(jnp.square(images.astype(jnp.float32)))
+
+                return jax.grad(loss)(params)
+
+            compiled = step.lower(variables["params"], latents).compile()
+
+        def run(count: int) -> float:
+            begin = time.perf_counter()
+            for _ in range(count):
+                grads = compiled(variables["params"], latents)
+            jax.block_until_ready(grads)
+            return time.perf_counter() - begin
+
+        run(sizes.warmup)
+        return compiled, run
+
+    (_, phases), (_, native) = timed("phases"), timed("native")
+    phase_rates, native_rates = [], []
+    for _ in range(sizes.repeats):  # Alternating, medians reported.
+        phase_rates.append(sizes.steps * sizes.batch / phases(sizes.steps))
+        native_rates.append(sizes.steps * sizes.batch / native(sizes.steps))
+    phase_ips, native_ips = statistics.median(phase_rates), statistics.median(native_rates)
+    return {
+        "entry": "DCGAN G fwd+bwd: phase-split vs native transposed conv",
+        "dtype": dtype,
+        "shape": f"{config.data.image_size} px, batch {sizes.batch}",
+        "animejax": phase_ips,
+        "reference": native_ips,
+        "unit": "img/s",
+        "ratio": phase_ips / native_ips,
+        "uses": layers.transposed_conv_implementation(),  # What animejax runs on this backend now.
+    }
+
+
 def fid_features_entry(sizes: Sizes) -> dict:
     """animejax's jitted FID Inception against pytorch-fid, same random weights (benchmarks/fid_features.py)."""
     import fid_features
@@ -390,6 +449,8 @@ def plan(args: argparse.Namespace, sizes: Sizes) -> list[tuple[str, object]]:
     for family in families:
         if family != "ddpm":
             entries.append((f"sample {family}", lambda f=family: sampling_entry(f, pairs[0][1], sizes)))
+    if "dcgan" in families:
+        entries.append(("transposed conv", lambda d=pairs[0][1]: transposed_conv_entry(d, sizes)))
     return entries
 
 
@@ -430,7 +491,7 @@ def markdown(report: dict) -> str:
     ]
     for r in report["results"]:
         notes = []
-        for key in ("max_rel_diff", "rel_diff", "value", "tflops_per_step", "error"):
+        for key in ("max_rel_diff", "rel_diff", "value", "uses", "tflops_per_step", "error"):
             if r.get(key) is not None:
                 notes.append(f"{key} {_fmt(r[key])}")
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ""

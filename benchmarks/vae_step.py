@@ -25,7 +25,7 @@ repeat and redo repeats that other processes disturbed.
 
   python benchmarks/vae_step.py                          # configs/vae.py: 64 px, batch 64, subpixel
   python benchmarks/vae_step.py --variant=cpu            # configs/vae.py:cpu model at 32 px
-  python benchmarks/vae_step.py --upsample=transpose [--phase_transpose]
+  python benchmarks/vae_step.py --upsample=transpose [--transposed_conv=native]
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution python benchmarks/vae_step.py
 """
 
@@ -41,7 +41,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import JaxStep, pin_threads  # noqa: E402
+from common import JaxStep, force_transposed_conv, pin_threads  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,9 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--profile_top", type=int, default=0, help="After timing, trace JAX steps and print the N slowest XLA ops."
     )
     parser.add_argument(
-        "--phase_transpose",
-        action="store_true",
-        help="Experiment: a proposed equivalent formulation of the transpose up-sampling (see use_phase_transpose).",
+        "--transposed_conv",
+        choices=("auto", "phases", "native"),
+        default="auto",
+        help="How --upsample=transpose runs in JAX (animejax.models.layers.PhaseConvTranspose); auto: the backend's.",
     )
     parser.add_argument(
         "--max_others",
@@ -146,50 +147,6 @@ def load_config(variant: str, args: argparse.Namespace):
 
 
 # --- JAX: the step as train.py builds it ------------------------------------
-
-
-def use_phase_transpose() -> None:
-    """Experiment (--phase_transpose): animejax's "transpose" up-sampling computed as four 2x2 convolutions.
-
-    Not animejax's current code. The same parameters (names, shapes, initialisers) and the same sums as
-    nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2))): output pixel
-    (2m + a, 2n + b) only sees kernel taps (2s + a, 2r + b), s, r in {0, 1}, so each of the four output
-    phases is a 2x2 convolution of the input padded by (1 - a, a) rows and (1 - b, b) columns. Its
-    gradients are ordinary convolutions, where the lhs-dilated transposed convolution's weight gradient
-    becomes a window-reversed convolution that XLA:CPU runs as a naive loop.
-    """
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-
-    from animejax.models import autoencoder, layers
-
-    class PhaseConvTranspose(nn.Module):
-        features: int
-
-        @nn.compact
-        def __call__(self, x):
-            kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, x.shape[-1], self.features))
-            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-            batch, height, width, _ = x.shape
-            phases = [
-                jax.lax.conv_general_dilated(
-                    x, kernel[a::2, b::2], (1, 1), ((1 - a, a), (1 - b, b)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-                )
-                for a in (0, 1)
-                for b in (0, 1)
-            ]
-            y = jnp.stack(phases, axis=-1).reshape(batch, height, width, self.features, 2, 2)
-            return y.transpose(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, self.features) + bias
-
-    class Upsample2x(layers.Upsample2x):  # Same class name: parameters keep their paths.
-        @nn.compact
-        def __call__(self, x):
-            if self.mode != "transpose":
-                raise ValueError("--phase_transpose applies to --upsample=transpose only.")
-            return PhaseConvTranspose(self.features, name="ConvTranspose_0")(x)
-
-    autoencoder.Upsample2x = Upsample2x
 
 
 class JaxRunner:
@@ -423,11 +380,10 @@ def main(argv=None) -> None:
         f"# model: configs/vae.py{':' + args.variant if args.variant else ''} latent {model.latent_dim}, "
         f"base {model.base_channels}, max {model.max_channels}, {model.upsample}; {size} px, batch {batch}, "
         f"lr {config.optim.learning_rate}; torch Adam {args.torch_adam}"
-        + ("; JAX transposed conv: phase-split experiment (--phase_transpose)" if args.phase_transpose else "")
+        + (f"; JAX transposed conv: {args.transposed_conv}" if model.upsample == "transpose" else "")
     )
 
-    if args.phase_transpose:
-        use_phase_transpose()
+    force_transposed_conv(args.transposed_conv)
     jax_runner = JaxRunner(config, images_nhwc)
     runners = {"animejax": jax_runner, "torch eager": TorchRunner(config, images_nchw, args.torch_adam, False)}
     if args.torch_compile:

@@ -28,6 +28,8 @@ def test_dry_run_runs_every_entry(tmp_path):
         assert any(name.startswith(f"sample {family}") for name in names)
     assert {r["dtype"] for r in report["results"] if r["entry"] == "train dcgan"} == {"float32", "bfloat16"}
     assert any(name.startswith("FID of a DCGAN end to end") for name in names)
+    transposed = next(r for r in report["results"] if r["entry"].startswith("DCGAN G fwd+bwd: phase-split"))
+    assert transposed["uses"] == "phases"  # The CPU's choice (animejax.models.layers.transposed_conv_implementation).
     for result in report["results"]:
         assert math.isfinite(result["animejax"]) and result["animejax"] > 0, result
         if result.get("reference") is not None:

@@ -1,4 +1,4 @@
-"""Network shapes and the depth-to-space layout."""
+"""Network shapes, the depth-to-space layout and the phase-split transposed convolution."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from animejax.models.autoencoder import AutoEncoder, level_channels
-from animejax.models.layers import Upsample2x, depth_to_space, nearest_upsample_2x
+import flax.linen as nn
+
+from animejax.models.layers import PhaseConvTranspose, Upsample2x, depth_to_space, nearest_upsample_2x
 
 
 def test_depth_to_space_matches_pixel_shuffle_formula():
@@ -53,3 +55,74 @@ def test_level_channels_rejects_bad_sizes():
     assert level_channels(64, 32, 128) == [32, 64, 128, 128]
     with pytest.raises(ValueError, match="power of two"):
         level_channels(48, 32, 128)
+
+
+def _phase_case(implementation, height=5, width=6, channels=3, features=4):
+    """(layer, variables, x) for a PhaseConvTranspose on a non-square input (row and column phases differ)."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, height, width, channels))
+    layer = PhaseConvTranspose(features, implementation=implementation)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    # A non-zero bias, so that its gradient and its place in the sum are checked too.
+    variables = jax.tree_util.tree_map(lambda v: v, variables)  # A mutable copy.
+    variables["params"]["bias"] = jax.random.normal(jax.random.PRNGKey(2), (features,))
+    return layer, variables, x
+
+
+def _value_and_grads(apply, variables, x):
+    """The layer's output and the gradients of a fixed random projection of it w.r.t. params and input."""
+
+    def loss(variables, x):
+        y = apply(variables, x)
+        return jnp.sum(y * jnp.sin(jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))), y
+
+    (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables, x)
+    return y, grads
+
+
+@pytest.mark.parametrize("implementation", ["phases", "native", "auto"])
+def test_phase_conv_transpose_equals_nn_conv_transpose(implementation):
+    layer, variables, x = _phase_case(implementation)
+    reference = nn.ConvTranspose(4, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))
+    assert jax.tree_util.tree_map(jnp.shape, reference.init(jax.random.PRNGKey(0), x)) == jax.tree_util.tree_map(
+        jnp.shape, variables
+    )
+    # Same initialiser and parameter names: the same key gives the same kernel.
+    init_kernel = layer.init(jax.random.PRNGKey(0), x)["params"]["kernel"]
+    np.testing.assert_array_equal(init_kernel, reference.init(jax.random.PRNGKey(0), x)["params"]["kernel"])
+    y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
+    y_ref, (param_grads_ref, x_grad_ref) = _value_and_grads(reference.apply, variables, x)
+    assert y.shape == (2, 10, 12, 4)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x_grad, x_grad_ref, rtol=1e-5, atol=1e-4)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(param_grads["params"][name], param_grads_ref["params"][name], rtol=1e-5, atol=1e-4)
+
+
+def test_phase_conv_transpose_equals_torch_conv_transpose2d():
+    torch = pytest.importorskip("torch")
+    layer, variables, x = _phase_case("phases")
+    y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
+
+    # torch's ConvTranspose2d(4, stride=2, padding=1) flips the kernel: weight [I, O, H, W] = flax kernel flipped.
+    kernel = np.asarray(variables["params"]["kernel"], np.float64)
+    conv = torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(kernel[::-1, ::-1].transpose(2, 3, 0, 1).copy()))
+        conv.bias.copy_(torch.from_numpy(np.asarray(variables["params"]["bias"], np.float64)))
+    x_torch = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    y_torch = conv(x_torch)
+    weights = torch.sin(torch.arange(y_torch.numel(), dtype=torch.float64)).reshape(2, 10, 12, 4).permute(0, 3, 1, 2)
+    (y_torch * weights).sum().backward()
+
+    np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x_grad, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
+    kernel_grad = conv.weight.grad.numpy().transpose(2, 3, 0, 1)[::-1, ::-1]
+    np.testing.assert_allclose(param_grads["params"]["kernel"], kernel_grad, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(param_grads["params"]["bias"], conv.bias.grad.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_upsample_transpose_keeps_the_conv_transpose_parameter_path():
+    variables = Upsample2x(features=5, mode="transpose").init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 3)))
+    assert jax.tree_util.tree_map(jnp.shape, variables["params"]) == {
+        "ConvTranspose_0": {"kernel": (4, 4, 3, 5), "bias": (5,)}
+    }

@@ -55,13 +55,66 @@ def nearest_upsample_2x(x: jax.Array) -> jax.Array:
     return x.reshape(batch, 2 * height, 2 * width, channels)
 
 
+def transposed_conv_implementation() -> str:
+    """How `PhaseConvTranspose` computes on the default backend: "phases" on the CPU, "native" elsewhere.
+
+    XLA:CPU runs the weight gradient of an lhs-dilated convolution as a naive loop nest (10x slower than torch
+    for the DCGAN at 64 px; BENCHMARKS.md, "CPU parity"); the four phase convolutions have ordinary gradients.
+    GPUs and TPUs keep XLA's native transposed convolution until a measurement says otherwise
+    (`benchmarks/gpu_suite.py` times both).
+    """
+    return "phases" if jax.default_backend() == "cpu" else "native"
+
+
+class PhaseConvTranspose(nn.Module):
+    """`nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)))` (torch's
+    ConvTranspose2d(4, stride=2, padding=1) without the kernel flip), computed as four 2x2 convolutions.
+
+    Same parameters (names, shapes, initialisers) and the same sums: output pixel (2m + a, 2n + b) only sees
+    the kernel taps (2s + a, 2r + b), s, r in {0, 1}, so output phase (a, b) is a 2x2 correlation of the input
+    padded by (1 - a, a) rows and (1 - b, b) columns with `kernel[a::2, b::2]`; the phases are then interleaved.
+    `implementation` "native" runs `nn.ConvTranspose`'s own lhs-dilated convolution instead; "auto" picks by
+    backend (`transposed_conv_implementation`).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+    implementation: str = "auto"  # auto | phases | native
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = (v.astype(self.dtype) for v in (x, kernel, bias))
+        implementation = self.implementation
+        if implementation == "auto":
+            implementation = transposed_conv_implementation()
+        if implementation == "native":
+            y = jax.lax.conv_transpose(
+                x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            return y + bias
+        if implementation != "phases":
+            raise ValueError(f"PhaseConvTranspose: unknown implementation {implementation!r} (auto, phases, native)")
+        batch, height, width, _ = x.shape
+        phases = [
+            jax.lax.conv_general_dilated(
+                x, kernel[a::2, b::2], (1, 1), ((1 - a, a), (1 - b, b)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            for a in (0, 1)
+            for b in (0, 1)
+        ]
+        y = jnp.stack(phases, axis=-1).reshape(batch, height, width, self.features, 2, 2)
+        return y.transpose(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, self.features) + bias
+
+
 class Upsample2x(nn.Module):
     """Doubles height and width and maps to `features` channels.
 
     Modes: "subpixel" (3x3 conv to 4x channels then depth-to-space; fast on
-    every backend), "transpose" (4x4 stride-2 transposed conv, as DCGAN; its
-    weight gradient is slow on XLA:CPU) and "nearest" (nearest resize then 3x3
-    conv).
+    every backend), "transpose" (4x4 stride-2 transposed conv, as DCGAN;
+    `PhaseConvTranspose`, whose parameters are `nn.ConvTranspose`'s) and
+    "nearest" (nearest resize then 3x3 conv).
     """
 
     features: int
@@ -73,9 +126,8 @@ class Upsample2x(nn.Module):
         if self.mode == "subpixel":
             return depth_to_space(nn.Conv(4 * self.features, (3, 3), padding=1, dtype=self.dtype)(x), 2)
         if self.mode == "transpose":
-            # Explicit padding 2 on each side of the dilated input = PyTorch's padding=1.
-            padding = ((2, 2), (2, 2))
-            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=padding, dtype=self.dtype)(x)
+            # The name keeps the parameter paths of the nn.ConvTranspose this layer replaced (checkpoints load).
+            return PhaseConvTranspose(self.features, self.dtype, name="ConvTranspose_0")(x)
         if self.mode == "nearest":
             return nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype)(nearest_upsample_2x(x))
         raise ConfigError(f"Unknown upsample mode {self.mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}.")
