@@ -197,6 +197,9 @@ def _gan_groups(config: ml_collections.ConfigDict) -> None:
     config.gan = gan = ml_collections.ConfigDict()
     gan.n_critic = 1  # Discriminator updates per generator update, all inside one train step.
     gan.gp_weight = 0.0  # WGAN-GP's lambda (10 in Gulrajani et al.); used by wgan_gp.
+    gan.gp_gradient = "auto"  # How wgan_gp differentiates its penalty: auto | losses.PENALTY_GRADIENTS (all exact).
+    gan.gp_batch_fraction = 1.0  # wgan_gp: penalise this leading fraction of each batch (< 1: an approximation).
+    gan.gp_interval = 1  # wgan_gp: penalise every k-th step only, with weight k (lazy, as StyleGAN2's R1).
     gan.cycle_lambda = 0.0  # Weight of |E(G(z)) - z|_1 (mean over latent dims) in G's and E's loss.
     gan.cycle_image_lambda = 0.0  # Weight of |G(E(x)) - x|_1 (mean over pixels) on real images.
     gan.diffaugment = ""  # DiffAugment policy for D's inputs, e.g. "color,translation,cutout"; "" disables.

@@ -1,4 +1,5 @@
-"""What the step benchmarks share: CPU pinning and the jitted animejax step exactly as the training loop builds it."""
+"""What the step benchmarks share: CPU pinning, the CPU time of other processes, and the jitted animejax step
+exactly as the training loop builds it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,41 @@ def pin_threads(threads: int) -> int:
         cpus = cpus[:threads]
         os.sched_setaffinity(0, cpus)
     return len(cpus)
+
+
+class CpuMeter:
+    """CPU time other processes used during an interval, from /proc/stat minus this process's own time.
+
+    `uptime`'s load average lags by a minute; this measures the timed interval itself.
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:8]]
+        times = os.times()
+        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+        return busy, times.user + times.system, time.monotonic()
+
+    def others_cores(self) -> float:
+        """Mean number of cores other processes kept busy since construction."""
+        busy, own, wall = self._snapshot()
+        busy0, own0, wall0 = self.start
+        return max(0.0, (busy - busy0) - (own - own0)) / max(wall - wall0, 1e-9)
+
+
+def wait_idle(timeout: float, threshold: float = 0.2) -> float:
+    """Waits (in 1 s windows, up to `timeout` s) until others use < `threshold` cores; returns the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meter = CpuMeter()
+        time.sleep(1.0)
+        others = meter.others_cores()
+        if others < threshold or time.monotonic() >= deadline:
+            return others
 
 
 def force_transposed_conv(implementation: str) -> None:

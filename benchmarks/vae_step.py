@@ -41,7 +41,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import JaxStep, force_transposed_conv, pin_threads  # noqa: E402
+from common import CpuMeter, JaxStep, force_transposed_conv, pin_threads, wait_idle  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,30 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class CpuMeter:
-    """CPU time other processes used during an interval, from /proc/stat minus this process's own time.
-
-    `uptime`'s load average lags by a minute; this measures the timed interval itself.
-    """
-
-    def __init__(self):
-        self.start = self._snapshot()
-
-    @staticmethod
-    def _snapshot():
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:8]]
-        times = os.times()
-        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-        return busy, times.user + times.system, time.monotonic()
-
-    def others_cores(self) -> float:
-        """Mean number of cores other processes kept busy since construction."""
-        busy, own, wall = self._snapshot()
-        busy0, own0, wall0 = self.start
-        return max(0.0, (busy - busy0) - (own - own0)) / max(wall - wall0, 1e-9)
-
-
 def machine() -> str:
     """CPU model, CPU count and memory, from /proc (Linux)."""
     model, memory = "unknown CPU", 0
@@ -119,17 +95,6 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} CPUs, {memory / 2**20:.1f} GiB"
-
-
-def wait_idle(timeout: float, threshold: float = 0.2) -> float:
-    """Waits (in 1 s windows, up to `timeout` s) until others use < `threshold` cores; returns the last reading."""
-    deadline = time.monotonic() + timeout
-    while True:
-        meter = CpuMeter()
-        time.sleep(1.0)
-        others = meter.others_cores()
-        if others < threshold or time.monotonic() >= deadline:
-            return others
 
 
 def load_config(variant: str, args: argparse.Namespace):
@@ -186,7 +151,8 @@ def build_torch_model(config):
 
     model, size = config.model, config.data.image_size
     channels = level_channels(size, model.base_channels, model.max_channels)
-    variational_out = 2 * model.latent_dim
+    variational = config.method == "vae"  # configs/autoencoder.py: a plain encoder to the latent.
+    variational_out = (2 if variational else 1) * model.latent_dim
 
     def act():
         return nn.LeakyReLU(0.2)
@@ -289,15 +255,19 @@ class TorchRunner:
         self.ema = [p.detach().clone() for p in self.params]
         self.ema_decay = config.ema.decay
         self.beta = config.model.beta
+        self.variational = config.method == "vae"
         self.images = torch.from_numpy(images_nchw)
         self.forward = torch.compile(self._forward) if compile_step else self._forward
 
     def _forward(self, images_uint8):
         torch = self.torch
         x = images_uint8.float() / 127.5 - 1.0
-        mean, log_variance = self.encoder(x).chunk(2, dim=1)
-        latents = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
-        kl = 0.5 * (mean.square() + log_variance.exp() - 1.0 - log_variance).sum(dim=1)
+        if self.variational:
+            mean, log_variance = self.encoder(x).chunk(2, dim=1)
+            latents = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+            kl = 0.5 * (mean.square() + log_variance.exp() - 1.0 - log_variance).sum(dim=1)
+        else:
+            latents, kl = self.encoder(x), torch.zeros(x.shape[0])
         decoded = torch.tanh(self.decoder(latents))
         squared = (decoded - x).square()
         reconstruction = squared.flatten(1).sum(dim=1)
@@ -343,10 +313,12 @@ def check_equivalence(jax_runner: JaxRunner, torch_runner: TorchRunner, config, 
     enc, dec, _ = build_torch_model(config)
     copy_jax_params(params, enc, dec, config.model.upsample)
     x = to_model_range(images_nhwc[:8])
-    mean, _ = method.model.apply({"params": params}, jnp.asarray(x), method=AutoEncoder.encode)
+    code = method.model.apply({"params": params}, jnp.asarray(x), method=AutoEncoder.encode)
+    mean = code[0] if method.variational else code
     raw = method.model.apply({"params": params}, mean, method=AutoEncoder.decode)
     with torch.no_grad():
-        t_mean = enc(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).chunk(2, dim=1)[0]
+        t_mean = enc(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))))
+        t_mean = t_mean.chunk(2, dim=1)[0] if method.variational else t_mean
         t_raw = dec(torch.from_numpy(np.array(mean))).permute(0, 2, 3, 1)
     return float(np.abs(np.asarray(mean) - t_mean.numpy()).max()), float(np.abs(np.asarray(raw) - t_raw.numpy()).max())
 

@@ -157,6 +157,47 @@ def test_bad_gan_configs_raise_clear_errors(cache_dir):
         methods.get_method(config)
 
 
+def test_wgan_gp_lazy_penalty_and_batch_fraction(cache_dir):
+    config = tiny_config("wgan_gp", cache_dir)
+    config.gan.n_critic = 1
+    config.gan.gp_interval = 2
+    config.gan.gp_batch_fraction = 0.25
+    method, state, step, dataset, shardings = init_and_step(config, 1)
+    assert [method.phase(s) for s in range(4)] == ["penalty", "no_penalty", "penalty", "no_penalty"]
+    metrics = []
+    for i in range(2):
+        state, step_metrics = step(state, sharding.global_batch(dataset[i], shardings), jax.random.PRNGKey(i))
+        metrics.append(jax.device_get(step_metrics))
+    penalised, plain = metrics
+    # Lazy: the penalty only on even steps, with weight gp_interval * gp_weight.
+    expected = -penalised["train/wasserstein"] + 2 * config.gan.gp_weight * penalised["train/gp"]
+    np.testing.assert_allclose(penalised["train/loss_d"], expected, rtol=1e-5)
+    assert "train/gp" not in plain and "train/gp_grad_norm" not in plain
+    np.testing.assert_allclose(plain["train/loss_d"], -plain["train/wasserstein"], rtol=1e-6)
+    # The leading quarter of the batch (at least one example): the same interpolates as on those rows alone.
+    real = jax.random.normal(jax.random.PRNGKey(0), (16, 4, 4, 3))
+    fake = jax.random.normal(jax.random.PRNGKey(1), (16, 4, 4, 3))
+    points = method.penalty_points(real, fake, jax.random.PRNGKey(2))
+    from animejax.methods import losses
+
+    np.testing.assert_array_equal(points, losses.random_interpolates(real[:4], fake[:4], jax.random.PRNGKey(2)))
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("gp_gradient", "numeric", "gp_gradient"),
+        ("gp_interval", 0, "gp_interval"),
+        ("gp_batch_fraction", 0.0, r"in \(0, 1\]"),
+    ],
+)
+def test_bad_wgan_gp_penalty_options_raise_clear_errors(field, value, message, cache_dir):
+    config = tiny_config("wgan_gp", cache_dir)
+    config.gan[field] = value
+    with pytest.raises(ValueError, match=message):
+        methods.get_method(config)
+
+
 def test_loop_previews_resume_gif_sample_and_eval(tmp_path, cache_dir, caplog):
     from animejax import inference, train
 

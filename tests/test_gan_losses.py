@@ -102,6 +102,69 @@ def test_gradient_penalty_per_example_on_a_conv_critic_and_second_order_grad():
     assert any(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(grads))
 
 
+def _mlp_penalty64(theta, points):
+    """Mean WGAN-GP penalty of the critic f(x) = v . tanh(A x + c), in float64: grad_x f = A diag(1 - t^2) v."""
+    a, c, v = theta
+    t = np.tanh(points @ a + c)
+    grads = ((1.0 - t * t) * v) @ a.T
+    return np.mean((np.linalg.norm(grads, axis=-1) - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("formulation", gan_losses.PENALTY_GRADIENTS)
+def test_penalty_parameter_gradient_matches_float64_finite_differences(formulation):
+    # The penalty's gradient in the critic's parameters, by central differences of the closed-form penalty.
+    rng = np.random.default_rng(4)
+    dim, hidden = 5, 4
+    theta = [rng.normal(size=(dim, hidden)) * 0.7, rng.normal(size=hidden), rng.normal(size=hidden)]
+    points = rng.normal(size=(3, dim))
+    expected = []
+    for index, leaf in enumerate(theta):
+        grad = np.zeros_like(leaf)
+        for position in np.ndindex(leaf.shape):
+            shifted = [p.copy() for p in theta]
+            shifted[index][position] += 1e-6
+            up = _mlp_penalty64(shifted, points)
+            shifted[index][position] -= 2e-6
+            grad[position] = (up - _mlp_penalty64(shifted, points)) / 2e-6
+        expected.append(grad)
+
+    def critic(params, x):
+        a, c, v = params
+        return jnp.tanh(x @ a + c) @ v
+
+    def loss(params, x):
+        return jnp.mean(gan_losses.parameter_gradient_penalty(critic, params, x, formulation=formulation)[0])
+
+    params32 = [jnp.asarray(p, jnp.float32) for p in theta]
+    value, grads = jax.jit(jax.value_and_grad(loss))(params32, jnp.asarray(points, jnp.float32))
+    np.testing.assert_allclose(float(value), _mlp_penalty64(theta, points), rtol=1e-5)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-5)
+
+
+def test_penalty_formulations_agree_on_a_conv_critic_in_parameters_and_points():
+    critic_net = dcgan.Discriminator(image_size=16, base_channels=4, normalization="layer")
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+    params = jax.jit(critic_net.init)(jax.random.PRNGKey(1), x)["params"]
+
+    def critic(p, images):
+        return critic_net.apply({"params": p}, images)
+
+    def loss(p, images, formulation):
+        penalty, norms = gan_losses.parameter_gradient_penalty(critic, p, images, formulation=formulation)
+        return jnp.mean(penalty) + 0.3 * jnp.mean(norms)  # A cotangent on the norms output too.
+
+    grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    reference = grad_fn(params, x, "reverse_over_reverse")
+    scale = max(float(jnp.abs(leaf).max()) for leaf in jax.tree.leaves(reference))
+    for formulation in gan_losses.PENALTY_GRADIENTS[1:]:
+        grads = grad_fn(params, x, formulation)
+        for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="formulation"):
+        gan_losses.parameter_gradient_penalty(critic, params, x, formulation="finite_differences")
+
+
 def test_random_interpolates_lie_on_the_segments():
     rng = np.random.default_rng(3)
     real = jnp.asarray(rng.normal(size=(6, 4, 4, 3)), jnp.float32)

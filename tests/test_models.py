@@ -1,13 +1,12 @@
 """Network shapes, the depth-to-space layout and the phase-split transposed convolution."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from animejax.models.autoencoder import AutoEncoder, level_channels
-import flax.linen as nn
-
 from animejax.models.layers import PhaseConvTranspose, Upsample2x, depth_to_space, nearest_upsample_2x
 
 

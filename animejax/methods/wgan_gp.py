@@ -13,9 +13,23 @@ The paper's optimizer is Adam(1e-4, b1=0, b2=0.9) for both networks
 Metrics: train/d_real and train/d_fake are raw critic means, train/wasserstein
 their difference (the critic's estimate of W1), train/gp the penalty and
 train/gp_grad_norm the mean input-gradient norm at the interpolates.
+
+The penalty's gradient is a second-order one (the critic's input gradient,
+differentiated in its parameters); `gan.gp_gradient` picks how it is taken
+(`losses.parameter_gradient_penalty`; all choices are exact). "auto" takes
+"forward_over_reverse" on the CPU, where the reverse-over-reverse graph is
+several times slower (BENCHMARKS.md, "CPU parity"), and the plain
+reverse-over-reverse elsewhere. Two approximations are options, off by
+default: `gan.gp_batch_fraction` < 1 penalises only that leading fraction of
+the interpolates, and `gan.gp_interval` = k > 1 penalises only every k-th
+step, with weight k * gp_weight (lazy regularisation, as StyleGAN2's R1);
+the two kinds of step are compiled separately (`phase`).
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +52,41 @@ class WGANGPMethod(GANMethod):
                 "wgan_gp's critic cannot use batch norm (the gradient penalty needs per-example gradients); "
                 "set model.d_normalization to layer or none."
             )
-        self.gp_weight = config.gan.gp_weight
+        gan = config.gan
+        self.gp_weight = gan.gp_weight
+        self.gp_gradient = gan.get("gp_gradient", "auto")
+        if self.gp_gradient == "auto":
+            self.gp_gradient = "forward_over_reverse" if jax.default_backend() == "cpu" else "reverse_over_reverse"
+        if self.gp_gradient not in losses.PENALTY_GRADIENTS:
+            choices = ", ".join(("auto",) + losses.PENALTY_GRADIENTS)
+            raise ConfigError(f"Unknown gan.gp_gradient {gan.gp_gradient!r}; choose one of {choices}.")
+        self.gp_batch_fraction = gan.get("gp_batch_fraction", 1.0)
+        if not 0.0 < self.gp_batch_fraction <= 1.0:
+            raise ConfigError(f"gan.gp_batch_fraction must be in (0, 1], got {self.gp_batch_fraction}.")
+        self.gp_interval = gan.get("gp_interval", 1)
+        if self.gp_interval < 1:
+            raise ConfigError(f"gan.gp_interval must be at least 1, got {self.gp_interval}.")
+        self._penalise = True  # Set by train_step while its phase is traced.
+
+    def phase(self, step: int) -> str | None:
+        """Step phase: "penalty" or "no_penalty" with a lazy penalty (`gan.gp_interval` > 1), else None (one phase)."""
+        if self.gp_interval == 1:
+            return None
+        return "penalty" if step % self.gp_interval == 0 else "no_penalty"
+
+    def train_step(self, state, batch, rng: jax.Array, frozen: Any = None, phase: str | None = None):
+        """GANMethod's step; in the "no_penalty" phase the critic loss has no gradient penalty."""
+        # discriminator_loss reads the flag while this phase's step is traced (once per compiled phase).
+        self._penalise = phase != "no_penalty"
+        try:
+            return super().train_step(state, batch, rng, frozen)
+        finally:
+            self._penalise = True
+
+    def penalty_points(self, real: jax.Array, fake: jax.Array, rng: jax.Array) -> jax.Array:
+        """The interpolates the penalty is taken at: the leading `gp_batch_fraction` of the batch (at least one)."""
+        count = max(1, math.ceil(self.gp_batch_fraction * real.shape[0]))
+        return losses.random_interpolates(real[:count], fake[:count], rng)
 
     def discriminator_loss(self, d_params, d_stats, real: jax.Array, fake: jax.Array, rng: jax.Array):
         """Mean Wasserstein critic loss plus the weighted gradient penalty; returns (loss, (d_stats, metrics))."""
@@ -47,21 +95,23 @@ class WGANGPMethod(GANMethod):
         real_scores, d_stats = self.discriminator(d_params, d_stats, real, True)
         fake_scores, d_stats = self.discriminator(d_params, d_stats, fake, True)
 
-        def critic(x):
-            return self.discriminator(d_params, d_stats, x, True)[0]
-
-        points = losses.random_interpolates(real, fake, interpolate_rng)
-        penalty, norms = losses.gradient_penalty(critic, points)
         critic_loss = jnp.mean(losses.wasserstein_critic_loss(real_scores, fake_scores))
-        loss = critic_loss + self.gp_weight * jnp.mean(penalty)
         metrics = {
-            "train/loss_d": loss,
             "train/d_real": jnp.mean(real_scores),
             "train/d_fake": jnp.mean(fake_scores),
             "train/wasserstein": -critic_loss,
-            "train/gp": jnp.mean(penalty),
-            "train/gp_grad_norm": jnp.mean(norms),
         }
+        loss = critic_loss
+        if self._penalise:
+
+            def critic(params, x):
+                return self.discriminator(params, d_stats, x, True)[0]
+
+            points = self.penalty_points(real, fake, interpolate_rng)
+            penalty, norms = losses.parameter_gradient_penalty(critic, d_params, points, formulation=self.gp_gradient)
+            loss = loss + self.gp_interval * self.gp_weight * jnp.mean(penalty)
+            metrics["train/gp"], metrics["train/gp_grad_norm"] = jnp.mean(penalty), jnp.mean(norms)
+        metrics["train/loss_d"] = loss
         return loss, (d_stats, metrics)
 
     def generator_adversarial_loss(self, fake_outputs: jax.Array) -> jax.Array:

@@ -90,9 +90,7 @@ class PhaseConvTranspose(nn.Module):
         if implementation == "auto":
             implementation = transposed_conv_implementation()
         if implementation == "native":
-            y = jax.lax.conv_transpose(
-                x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
+            y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
             return y + bias
         if implementation != "phases":
             raise ValueError(f"PhaseConvTranspose: unknown implementation {implementation!r} (auto, phases, native)")
