@@ -53,6 +53,115 @@ def wait_idle(timeout: float, threshold: float = 0.2) -> float:
             return others
 
 
+def enable_op_tracing() -> None:
+    """Names each XLA:CPU thunk in profiler traces (for `profile_ops`); call before JAX's backend starts."""
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+
+
+def profile_ops(jax_step: "JaxStep", run, steps: int, top: int) -> str:
+    """A markdown table of the `top` XLA ops taking the most time per step while `run(steps)` runs `jax_step`'s
+    compiled step under jax.profiler (summed over threads), each with its HLO: the convolution or dot inside a
+    fusion, with shapes. Needs `enable_op_tracing()` before JAX starts."""
+    import collections
+    import glob
+    import gzip
+    import json
+    import shutil
+    import tempfile
+
+    import jax
+
+    state = run.__self__.state if hasattr(run, "__self__") else None
+    if state is None:
+        raise ValueError("profile_ops needs a bound runner's run (its .state is the step's input)")
+    inputs = (state, jax_step.images, jax.random.PRNGKey(0), jax_step.frozen)
+    hlo = jax_step.train_step.lower(*inputs).compile().as_text()
+    ops, bodies, current = {}, collections.defaultdict(list), None
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            current = line.split()[0].lstrip("%")  # A computation's header.
+            continue
+        name, sep, rest = line.strip().removeprefix("ROOT ").partition(" = ")
+        if sep:
+            ops[name.lstrip("%")] = rest.split(", metadata=")[0]
+            bodies[current].append(rest.split(", metadata=")[0])
+
+    def describe(op: str) -> str:
+        """The op's shape, and for a fusion the convolution or dot it wraps."""
+        text = ops[op]
+        shape = text.split(" ")[0]
+        called = text.split("calls=%")[1].split(",")[0] if "calls=%" in text else ""
+        for inner in bodies.get(called, []):
+            if " convolution(" in inner or " dot(" in inner:
+                kind = "convolution" if " convolution(" in inner else "dot"
+                return f"{shape} = {kind}: {inner.split('), ', 1)[1] if '), ' in inner else inner}"
+        return text
+
+    folder = tempfile.mkdtemp(prefix="animejax_trace_")
+    try:
+        meter = CpuMeter()
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            run(steps)
+        others = meter.others_cores()
+        (path,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    total = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event.get("name") in ops:
+            total[event["name"]] += event["dur"]
+    step_ms = sum(total.values()) / 1e3 / steps
+
+    def kind(op: str) -> str:
+        text = describe(op)
+        if "= convolution" in text or " convolution(" in text:
+            return "convolutions"
+        if "= dot" in text or " dot(" in text:
+            return "dots (matmuls)"
+        if op.startswith(("transpose", "copy")):
+            return "layout transposes and copies"
+        if "reduce" in op:
+            return "reductions"
+        return "other fusions (elementwise: norms, activations, optimizer)"
+
+    kinds = collections.Counter()
+    for name, micros in total.items():
+        kinds[kind(name)] += micros
+    shares = ", ".join(f"{k} {v / 1e3 / steps:.0f} ms ({v / sum(total.values()):.0%})" for k, v in kinds.most_common())
+    lines = [
+        f"# profile: {steps} traced steps (others {others:.2f} cores); XLA ops sum to {step_ms:.1f} ms/step "
+        "over all threads (independent ops run concurrently)",
+        f"# by kind: {shares}",
+        "| ms/step | XLA op | HLO |",
+        "|---|---|---|",
+    ]
+    for name, micros in total.most_common(top):
+        lines.append(f"| {micros / 1e3 / steps:.1f} | {name} | `{describe(name)[:140]}` |")
+    return "\n".join(lines)
+
+
+def profile_torch_ops(run, steps: int, top: int) -> str:
+    """A markdown table of the `top` PyTorch ops by self CPU time per step while `run(steps)` runs (torch.profiler),
+    the counterpart of `profile_ops` for the reference step."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run(steps)
+    averages = sorted(profiler.key_averages(), key=lambda a: a.self_cpu_time_total, reverse=True)
+    total = sum(a.self_cpu_time_total for a in averages)
+    lines = [
+        f"# torch profile: {steps} steps; ops' self CPU time sums to {total / 1e3 / steps:.1f} ms/step",
+        "| ms/step | torch op | calls/step |",
+        "|---|---|---|",
+    ]
+    for average in averages[:top]:
+        per_step = average.self_cpu_time_total / 1e3 / steps
+        lines.append(f"| {per_step:.1f} | {average.key} | {average.count / steps:.0f} |")
+    return "\n".join(lines)
+
+
 def force_transposed_conv(implementation: str) -> None:
     """Makes animejax's transposed convolutions run as `implementation` ("phases" or "native"); "auto" keeps the
     backend's choice (`animejax.models.layers.transposed_conv_implementation`). Call before building steps."""

@@ -41,7 +41,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CpuMeter, pin_threads, wait_idle  # noqa: E402
+from common import (  # noqa: E402
+    CpuMeter,
+    enable_op_tracing,
+    pin_threads,
+    profile_ops,
+    profile_torch_ops,
+    wait_idle,
+)
 
 MODELS = (
     "vae",
@@ -66,6 +73,7 @@ class Pair:
     torch_run: object
     batch: int
     params: str  # Parameter counts, as the family's benchmark reports them.
+    jax_step: object  # common.JaxStep of jax_run, for --profile_top.
     period: int = 1  # Timed windows are multiples of this many steps (lazy regularisation).
 
 
@@ -79,6 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--wait_idle", type=float, default=0.0, help="Wait up to this many s for a quiet CPU.")
     parser.add_argument("--max_others", type=float, default=0.0, help="Redo repeats others disturbed (0: keep).")
     parser.add_argument("--max_discarded", type=int, default=6)
+    parser.add_argument("--profile_top", type=int, default=0, help="Also list each entry's N slowest XLA ops.")
     parser.add_argument("--json", default="", help="Write the results here.")
     parser.add_argument("--markdown", default="", help="Write the markdown table here.")
     return parser.parse_args(argv)
@@ -117,7 +126,7 @@ def autoencoder_pair(family: str, size: int) -> tuple[Pair, str]:
     if counts[0] != counts[1]:
         raise ValueError(f"{family}: parameter counts differ, JAX {counts[0]} vs torch {counts[1]}")
     label = f"configs/{family}.py" + (":cpu" * (size == 32))
-    return Pair(jax_runner.run, torch_runner.run, len(images), f"{counts[0]:,}"), label
+    return Pair(jax_runner.run, torch_runner.run, len(images), f"{counts[0]:,}", jax_runner.jax_step), label
 
 
 def gan_pair(model: str, size: int) -> tuple[Pair, str]:
@@ -135,7 +144,7 @@ def gan_pair(model: str, size: int) -> tuple[Pair, str]:
     params = " / ".join(f"{counts[0][k]:,}" for k in ("G", "D", "E") if counts[0][k])
     method, _, upsample = case.partition(":")
     label = f"configs/{method}.py" + (":cpu" * (size == 32)) + (f", upsample={upsample}" if upsample else "")
-    return Pair(jax_runner.run, torch_runner.run, len(images), params), label
+    return Pair(jax_runner.run, torch_runner.run, len(images), params, jax_runner.jax_step), label
 
 
 def ddpm_pair(size: int) -> tuple[Pair, str]:
@@ -157,7 +166,7 @@ def ddpm_pair(size: int) -> tuple[Pair, str]:
     if count != torch_count:
         raise ValueError(f"ddpm: parameter counts differ, JAX {count} vs torch {torch_count}")
     label = "configs/ddpm.py:cpu" + (" UNet at 64 px" if size == 64 else "") + ", dropout 0"
-    return Pair(steps.run, lambda n: reference.train(nchw, n), len(images), f"{count:,}"), label
+    return Pair(steps.run, lambda n: reference.train(nchw, n), len(images), f"{count:,}", steps.jax_step), label
 
 
 def _stylegan_config(family: str, size: int):
@@ -177,17 +186,17 @@ def stylegan_pair(family: str, size: int) -> tuple[Pair, str]:
     if family == "stylegan2":
         import stylegan2_step
 
-        jax_run, torch_run, _ = stylegan2_step.make_runners(config, images)
+        jax_run, torch_run, jax_step = stylegan2_step.make_runners(config, images)
     else:
         import stylegan3_step
 
-        jax_run, torch_run, _ = stylegan3_step.make_torch_runners(config, images)
+        jax_run, torch_run, jax_step = stylegan3_step.make_torch_runners(config, images)
     counts = jax_run.__self__.param_counts()
     style = config.stylegan
     intervals = [i for i in (style.get("pl_interval", 0) if style.get("pl_weight", 0) else 0, style.r1_interval) if i]
     period = math.lcm(*intervals) if intervals else 1
     label = f"configs/{family}.py:quick" + (", 64 px, channel_base 2048, max 64" if size == 64 else "")
-    return Pair(jax_run, torch_run, len(images), f"{counts['G']:,} / {counts['D']:,}", period), label
+    return Pair(jax_run, torch_run, len(images), f"{counts['G']:,} / {counts['D']:,}", jax_step, period), label
 
 
 def srgan_pair(size: int) -> tuple[Pair, str]:
@@ -200,11 +209,11 @@ def srgan_pair(size: int) -> tuple[Pair, str]:
     config.srgan.crop_size = 0
     config.mesh.num_devices = 1
     images = _images(config)
-    jax_run, torch_run, _ = srgan_step.make_runners(config, images, "adversarial")
+    jax_run, torch_run, jax_step = srgan_step.make_runners(config, images, "adversarial")
     counts = jax_run.__self__.param_counts()
     low = config.data.image_size // config.model.scale
     label = f"configs/srgan.py:{'quick' if size == 32 else 'cpu'}, {low} -> {config.data.image_size} px, pixel loss"
-    return Pair(jax_run, torch_run, len(images), f"{counts['G']:,} / {counts['D']:,}"), label
+    return Pair(jax_run, torch_run, len(images), f"{counts['G']:,} / {counts['D']:,}", jax_step), label
 
 
 def make_pair(model: str, size: int) -> tuple[Pair, str]:
@@ -267,6 +276,12 @@ def measure(model: str, size: int, args: argparse.Namespace) -> dict:
         "discarded": discarded,
         "build_s": build_s,
     }
+    if args.profile_top:
+        if args.wait_idle:
+            wait_idle(args.wait_idle)
+        result["profile"] = profile_ops(pair.jax_step, pair.jax_run, pair.period, args.profile_top)
+        result["torch_profile"] = profile_torch_ops(pair.torch_run, pair.period, args.profile_top)
+        print(result["profile"] + "\n" + result["torch_profile"], flush=True)
     print(json.dumps(result), flush=True)
     return result
 
@@ -313,6 +328,8 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     threads = pin_threads(args.threads)
+    if args.profile_top:
+        enable_op_tracing()
     from animejax import xla_flags
 
     xla_flags.set_defaults()  # The CLI's defaults (animejax/xla_flags.py), before JAX starts.

@@ -41,7 +41,15 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CpuMeter, JaxStep, force_transposed_conv, pin_threads, wait_idle  # noqa: E402
+from common import (  # noqa: E402
+    CpuMeter,
+    JaxStep,
+    enable_op_tracing,
+    force_transposed_conv,
+    pin_threads,
+    profile_ops,
+    wait_idle,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -327,7 +335,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     threads = pin_threads(args.threads)
     if args.profile_top:  # Names each XLA:CPU thunk in the profiler trace; must precede the backend's start.
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip()
+        enable_op_tracing()
     import numpy as np
     import torch
 
@@ -422,65 +430,9 @@ def main(argv=None) -> None:
 
 def profile_jax(runner: JaxRunner, args: argparse.Namespace) -> None:
     """Prints the `--profile_top` XLA ops taking the most time per JAX step, from a jax.profiler trace."""
-    import collections
-    import glob
-    import gzip
-    import json
-    import shutil
-    import tempfile
-
-    import jax
-
-    jax_step = runner.jax_step
-    args = (runner.state, jax_step.images, jax.random.PRNGKey(0), jax_step.frozen)
-    hlo = jax_step.train_step.lower(*args).compile().as_text()
-    ops, bodies, current = {}, collections.defaultdict(list), None
-    for line in hlo.splitlines():
-        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
-            current = line.split()[0].lstrip("%")  # A computation's header.
-            continue
-        name, sep, rest = line.strip().removeprefix("ROOT ").partition(" = ")
-        if sep:
-            ops[name.lstrip("%")] = rest.split(", metadata=")[0]
-            bodies[current].append(rest.split(", metadata=")[0])
-
-    def describe(op: str) -> str:
-        """The op's shape, and for a fusion the convolution or dot it wraps."""
-        text = ops[op]
-        shape = text.split(" ")[0]
-        called = text.split("calls=%")[1].split(",")[0] if "calls=%" in text else ""
-        for inner in bodies.get(called, []):
-            if " convolution(" in inner or " dot(" in inner:
-                kind = "convolution" if " convolution(" in inner else "dot"
-                return f"{shape} = {kind}: {inner.split('), ', 1)[1] if '), ' in inner else inner}"
-        return text
-
     if args.wait_idle:
         wait_idle(args.wait_idle)
-    folder = tempfile.mkdtemp(prefix="vae_step_trace_")
-    try:
-        meter = CpuMeter()
-        with jax.profiler.trace(folder, create_perfetto_trace=True):
-            runner.run(args.steps)
-        others = meter.others_cores()
-        (path,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
-        with gzip.open(path) as f:
-            events = json.load(f)["traceEvents"]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    total = collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and event.get("name") in ops:
-            total[event["name"]] += event["dur"]
-    step_ms = sum(total.values()) / 1e3 / args.steps
-    print(
-        f"# profile: {args.steps} traced steps (others {others:.2f} cores); XLA ops sum to {step_ms:.1f} ms/step "
-        "over all threads (independent ops run concurrently)"
-    )
-    print("| ms/step | XLA op | HLO |")
-    print("|---|---|---|")
-    for name, micros in total.most_common(args.profile_top):
-        print(f"| {micros / 1e3 / args.steps:.1f} | {name} | `{describe(name)[:140]}` |")
+    print(profile_ops(runner.jax_step, runner.run, args.steps, args.profile_top))
 
 
 if __name__ == "__main__":

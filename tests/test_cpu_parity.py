@@ -25,7 +25,7 @@ def _sleeper(seconds_per_step: float, calls: list):
 def test_measure_reports_medians_of_img_per_s_in_whole_lazy_periods(monkeypatch):
     jax_calls, torch_calls = [], []
     # animejax at 10 ms a step, torch at 20 ms: twice as fast, batch 8, lazy period 4.
-    pair = cpu_parity.Pair(_sleeper(0.01, jax_calls), _sleeper(0.02, torch_calls), 8, "1,000", period=4)
+    pair = cpu_parity.Pair(_sleeper(0.01, jax_calls), _sleeper(0.02, torch_calls), 8, "1,000", None, period=4)
     monkeypatch.setattr(cpu_parity, "make_pair", lambda model, size: (pair, "a label"))
     args = cpu_parity.parse_args(["--repeats=3", "--window_s=0.2"])
     result = cpu_parity.measure("vae", 32, args)
