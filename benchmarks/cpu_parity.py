@@ -9,7 +9,7 @@ family's own benchmark already checks (same parameter counts, weights copied whe
   resdcgan, resdcgan_cycle, wgan_gp   benchmarks/gan_step.py (TorchRunner)
   ddpm                                benchmarks/diffusion_step.py (TorchDiffusion)
   stylegan2                           benchmarks/stylegan2_step.py (make_runners; augment none)
-  stylegan3                           benchmarks/stylegan3_step.py (make_torch_runners; augment none)
+  stylegan3                           benchmarks/stylegan3_torch.py (make_torch_runners; augment none)
   srgan (adversarial step)            benchmarks/srgan_step.py (make_runners; pixel content loss)
 
 Sizes: "32" is each config's `:cpu` variant (SRGAN `:quick`, 24 -> 96 px; StyleGAN `:quick` widths); "64" is
@@ -188,9 +188,9 @@ def stylegan_pair(family: str, size: int) -> tuple[Pair, str]:
 
         jax_run, torch_run, jax_step = stylegan2_step.make_runners(config, images)
     else:
-        import stylegan3_step
+        import stylegan3_torch
 
-        jax_run, torch_run, jax_step = stylegan3_step.make_torch_runners(config, images)
+        jax_run, torch_run, jax_step = stylegan3_torch.make_torch_runners(config, images)
     counts = jax_run.__self__.param_counts()
     style = config.stylegan
     intervals = [i for i in (style.get("pl_interval", 0) if style.get("pl_weight", 0) else 0, style.r1_interval) if i]

@@ -20,6 +20,8 @@ reference's non-fused modulated convolutions as in training), started from the J
          method's beta = 0.5 ** (batch / min(ema_kimg * 1000, images seen * ema_rampup)); gradient norms and the
          sign of D(real) as metrics (device tensors, no host syncs inside the step).
 Both Adams carry the lazy-regularisation correction c = interval / (interval + 1): lr * c, betas ** c, eps 1e-8.
+Every image D sees first passes `d_input`, the method's fading blur where the config has one
+(stylegan.blur_init_sigma / blur_fade_kimg: StyleGAN3-R's, none in the StyleGAN2 configs).
 `stylegan.augment` is set to "none" for both frameworks: the PyTorch side has no ADA.
 
 The timed window holds the lazy phases in their training proportion: `--steps` is rounded up to a multiple of the
@@ -147,6 +149,9 @@ class TorchRunner:
 
     Networks, noise and every other tensor are made with plain torch factory calls, so they land on torch's
     default device; `images` is made with torch.from_numpy (on the CPU) and a caller on a GPU moves it.
+
+    Another generator (benchmarks/stylegan3_torch.py) overrides `build_generator`, `map`, `synthesis`,
+    `fakes_for_d` and `update_ema`; the phases, optimizers, D and its input pipeline (`d_input`) are shared.
     """
 
     def __init__(self, config, images_nchw, method, jax_state):
@@ -158,13 +163,9 @@ class TorchRunner:
         self.torch = torch
         torch.manual_seed(config.seed)
         style, model = config.stylegan, config.model
-        self.g = torch_stylegan2.torch_generator_like(method.generator_net).float()
+        self.g = self.build_generator(method, jax_state)
         self.d = torch_stylegan2.torch_discriminator_like(method.discriminator_net).float()
-        g_params, d_params, noise_const = jax.device_get(
-            (jax_state.g_params, jax_state.d_params, jax_state.g_noise_const)
-        )
-        torch_stylegan2.load_flax_params(self.g, g_params, noise_const)
-        torch_stylegan2.load_flax_params(self.d, d_params)
+        torch_stylegan2.load_flax_params(self.d, jax.device_get(jax_state.d_params))
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
         self.g_params, self.d_params = list(self.g.parameters()), list(self.d.parameters())
         self.ema_params = list(self.g_ema.parameters())
@@ -173,6 +174,12 @@ class TorchRunner:
         self.pl_interval, self.r1_interval = lazy_intervals(config)
         self.pl_batch = max(self.batch_size // style.pl_batch_shrink, 1)
         self.bf16 = model.dtype == "bfloat16"
+        # The fading blur of D's inputs (method.augment, the reference's run_D): StyleGAN3-R's configs.
+        self.blur_sigma0 = style.get("blur_init_sigma", 0.0) if style.get("blur_fade_kimg") else 0.0
+        if self.blur_sigma0:
+            from tests.reference import torch_stylegan3
+
+            self._upfirdn2d = torch_stylegan3.upfirdn2d  # The reference's `_upfirdn2d_ref`: 1-D taps, two passes.
 
         def lazy_adam(params, optim, interval):  # animejax.methods.stylegan2.lazy_adam.
             c = interval / (interval + 1) if interval else 1.0
@@ -188,22 +195,66 @@ class TorchRunner:
         self.phases = {"Gmain": 0, "Greg": 0, "Dmain": 0, "Dreg": 0}
         self.metrics = {}
 
+    # --- the generator (overridden for StyleGAN3) ----------------------------
+
+    def build_generator(self, method, jax_state):
+        """The float32 torch generator of `method.generator_net` holding the JAX state's weights and buffers."""
+        import jax
+
+        from tests.reference import torch_stylegan2
+
+        g = torch_stylegan2.torch_generator_like(method.generator_net).float()
+        g_params, noise_const = jax.device_get((jax_state.g_params, jax_state.g_noise_const))
+        torch_stylegan2.load_flax_params(g, g_params, noise_const)
+        return g
+
+    def map(self, z):
+        """The mapping network: z [B, z_dim] -> w [B, w_dim]."""
+        return self.g.mapping(z)
+
+    def synthesis(self, ws):
+        """ws [B, num_ws, w_dim] -> images [B, 3, S, S], as the training passes run it."""
+        return self.g.synthesis(ws, "random", False)  # Non-fused modulated convolutions, as in training.
+
+    def fakes_for_d(self, count: int):
+        """Dmain's fakes (the caller holds torch.no_grad) from fresh ws; StyleGAN3's pass also moves its EMAs."""
+        return self.synthesis(self.training_ws(count)[0])
+
+    def update_ema(self, beta: float) -> None:
+        """G_ema's parameters lerped toward G's by 1 - beta (under torch.no_grad)."""
+        self.torch._foreach_lerp_(self.ema_params, self.g_params, 1.0 - beta)
+
     # --- pieces -----------------------------------------------------------
+
+    def latents(self, count: int):
+        """z ~ N(0, I) [count, z_dim], every draw of the step's latents (a test may substitute its own)."""
+        return self.torch.randn(count, self.z_dim)
 
     def training_ws(self, count: int):
         """ws [count, num_ws, w_dim] with style mixing (no host sync), and the unmixed w."""
         torch = self.torch
-        w = self.g.mapping(torch.randn(count, self.z_dim))
+        w = self.map(self.latents(count))
         if not self.style.style_mixing:
             return w.unsqueeze(1).expand(-1, self.num_ws, -1), w
         cutoff = torch.randint(1, self.num_ws, ())
         cutoff = torch.where(torch.rand(()) < self.style.style_mixing, cutoff, torch.full_like(cutoff, self.num_ws))
-        w_mix = self.g.mapping(torch.randn(count, self.z_dim))
+        w_mix = self.map(self.latents(count))
         layer = torch.arange(self.num_ws).reshape(1, -1, 1)
         return torch.where(layer < cutoff, w.unsqueeze(1), w_mix.unsqueeze(1)), w
 
-    def synthesis(self, ws):
-        return self.g.synthesis(ws, "random", False)  # Non-fused modulated convolutions, as in training.
+    def d_input(self, images):
+        """D's input pipeline, as method.augment with augment "none": the reference's run_D blur, sigma fading
+        from blur_init_sigma to 0 over blur_fade_kimg thousand images (taps 2^-(k / sigma)^2, |k| <= floor(3
+        sigma), normalised, zero padding), when configured; otherwise the images as they are."""
+        if not self.blur_sigma0:
+            return images
+        sigma = max(1.0 - self.step * self.batch_size / (self.style.blur_fade_kimg * 1000.0), 0.0) * self.blur_sigma0
+        radius = int(math.floor(sigma * 3))
+        if radius <= 0:
+            return images
+        torch = self.torch
+        taps = torch.arange(-radius, radius + 1, dtype=torch.float32).div(sigma).square().neg().exp2()
+        return self._upfirdn2d(images, taps / taps.sum(), padding=radius)
 
     def _norm(self, params):
         torch = self.torch
@@ -231,7 +282,7 @@ class TorchRunner:
         # Gmain (D's parameters frozen, as the reference's phase.module.requires_grad_).
         self.d.requires_grad_(False)
         ws, w = self.training_ws(batch)
-        loss_g = softplus(-self.d(self.synthesis(ws)).float()).mean()
+        loss_g = softplus(-self.d(self.d_input(self.synthesis(ws))).float()).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         metrics["grad_norm_g"] = self._norm(self.g_params)
@@ -258,9 +309,9 @@ class TorchRunner:
 
         # Dmain, on fakes of the updated generator.
         with torch.no_grad():
-            fake = self.synthesis(self.training_ws(batch)[0])
-        real_logits = self.d(real).float()
-        fake_logits = self.d(fake).float()
+            fake = self.fakes_for_d(batch)
+        real_logits = self.d(self.d_input(real)).float()
+        fake_logits = self.d(self.d_input(fake)).float()
         loss_d = (softplus(fake_logits) + softplus(-real_logits)).mean()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -272,7 +323,7 @@ class TorchRunner:
         # Dreg: R1 on reals.
         if self.r1_interval and self.step % self.r1_interval == 0:
             x = real.detach().requires_grad_(True)
-            (grads,) = torch.autograd.grad(self.d(x).sum(), x, create_graph=True)
+            (grads,) = torch.autograd.grad(self.d(self.d_input(x)).sum(), x, create_graph=True)
             r1 = grads.float().square().sum(dim=(1, 2, 3)).mean()
             self.opt_d.zero_grad(set_to_none=True)
             (r1 * (style.r1_gamma / 2) * self.r1_interval).backward()
@@ -284,7 +335,7 @@ class TorchRunner:
         with torch.no_grad():
             self.w_avg.lerp_(w.detach().float().mean(0), 1.0 - style.w_avg_beta)
             beta = self.ema_beta()
-            torch._foreach_lerp_(self.ema_params, self.g_params, 1.0 - beta)
+            self.update_ema(beta)
         metrics["pl_mean"], metrics["ema_beta"] = self.pl_mean, beta
         self.step += 1
         return metrics
@@ -313,13 +364,15 @@ class TorchRunner:
         return torch.cuda.max_memory_allocated(self.images.device) if self.images.device.type == "cuda" else None
 
 
-def make_runners(config, images_nhwc):
+def make_runners(config, images_nhwc, runner_class=None):
     """The animejax StyleGAN2 step and its PyTorch twin from the same initial weights, for other scripts.
 
     Args:
       config: a stylegan2 config (set `stylegan.augment = "none"`: the torch side has no ADA; `model.dtype`
         "bfloat16" makes torch_run use torch.autocast(bfloat16) by itself).
       images_nhwc: uint8 numpy [B, S, S, 3], the batch every step of both frameworks trains on.
+      runner_class: the torch side, `TorchRunner` (None) or a subclass with another generator
+        (stylegan3_torch.TorchRunner3 for a stylegan3 config).
 
     Returns:
       (jax_run, torch_run, jax_step): jax_run(steps) and torch_run(steps) run that many train steps and return
@@ -345,7 +398,7 @@ def make_runners(config, images_nhwc):
         sys.path.insert(0, REPO)
     jax_runner = JaxRunner(config, images_nhwc)
     images_nchw = np.ascontiguousarray(np.asarray(images_nhwc).transpose(0, 3, 1, 2))
-    torch_runner = TorchRunner(config, images_nchw, jax_runner.method, jax_runner.state)
+    torch_runner = (runner_class or TorchRunner)(config, images_nchw, jax_runner.method, jax_runner.state)
     torch_runner.images = torch_runner.images.to(torch.get_default_device())
     counts = jax_runner.param_counts(), torch_runner.param_counts()
     if counts[0] != counts[1]:

@@ -28,6 +28,18 @@ counts that forward at the configs' own widths, compiled but not run, for the ra
     python benchmarks/stylegan3_step.py --resolution=256 --channel_base=1024 --channel_max=32 --batch_size=4 \
         --steps=4 --exact_steps                                            # 2 CPU cores, about 6 minutes
     python benchmarks/stylegan3_step.py --resolution=256 --batch_size=32 --json=sg3_256.json   # on a GPU
+
+`--torch` times each StyleGAN3 model of `--models` against its eager-PyTorch twin instead
+(benchmarks/stylegan3_torch.py: tests/reference/torch_stylegan3.py's generator and StyleGAN2's torch D from the
+same initial weights, the same phases, Adams, blur, w_avg and EMAs), as benchmarks/stylegan2_step.py does for
+StyleGAN2: a parity check first (the copied networks, float32), augmentation "none" (torch has no ADA), windows
+of whole lazy periods alternating JAX and torch `--repeats` times, medians; it prints JAX img/s, torch img/s, the
+speed ratio and JAX step time / torch step time. On CUDA torch runs on the GPU. The SG2 models and the synthesis
+timings are left out of this mode (StyleGAN2's twin is stylegan2_step.py).
+
+    python benchmarks/stylegan3_step.py --torch --models=sg3_t,sg3_r --resolution=32 --channel_base=256 \
+        --channel_max=16 --z_dim=32 --num_layers=4 --batch_size=4 --steps=16 --repeats=3 --threads=2
+                                     # 2 CPU cores: ~4 minutes of CPU, over half of it the two JAX compiles
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import CompiledSteps, pin_threads  # noqa: E402
+from stylegan3_torch import make_torch_runners  # noqa: E402
 from vae_step import machine  # noqa: E402
 
 # NVlabs/stylegan3 docs/configs.md, "Configurations used in StyleGAN3 paper" (8 GPUs, batch 32): s/kimg on
@@ -78,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=1,
         help="1: also count the synthesis GFLOP/image at the configs' own widths (compiled, not run).",
+    )
+    parser.add_argument(
+        "--torch", action="store_true", help="Time the SG3 models of --models against their eager-PyTorch twins."
     )
     parser.add_argument("--json", default="", help="Write the results to this JSON file.")
     parser.add_argument("--xla_defaults", type=int, default=1, help="1: animejax's default XLA flags.")
@@ -127,7 +143,7 @@ def lazy_intervals(config) -> list[int]:
 
 
 def lazy_counts(config, start: int, steps: int) -> str:
-    """"Greg x/Dreg y" among steps start ... start + steps - 1."""
+    """ "Greg x/Dreg y" among steps start ... start + steps - 1."""
     style = config.stylegan
     pl = style.pl_interval if style.pl_weight else 0
     r1 = style.r1_interval if style.r1_gamma else 0
@@ -271,6 +287,8 @@ def main(argv=None) -> dict:
         from animejax import xla_flags
 
         xla_flags.set_defaults()
+    if args.torch:
+        return torch_main(args, argv, names, threads)
     import jax
     import numpy as np
 
@@ -411,6 +429,155 @@ def main(argv=None) -> dict:
         "paper_ratios": paper,
         "paper_sec_per_kimg": PAPER,
         "load_end": _loadavg(),
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+def torch_main(args: argparse.Namespace, argv: list[str], names: list[str], threads: int) -> dict:
+    """--torch: each SG3 model's animejax step against its eager-PyTorch twin (see the module docstring)."""
+    import jax
+    import numpy as np
+    import stylegan2_step
+    import torch
+
+    names = [n for n in names if n.startswith("sg3")]
+    if not names:
+        raise SystemExit("--torch compares the StyleGAN3 models: put sg3_t and/or sg3_r in --models.")
+    if args.augment not in ("", "none"):
+        raise SystemExit(f"--torch runs without augmentation (the torch side has no ADA), got --augment={args.augment}")
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_default_device(device)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # As the reference's training loop.
+    configs = {}
+    for name in names:
+        configs[name] = config = load_config(name, args)
+        config.stylegan.augment = "none"
+    first = configs[names[0]]
+    size, batch = first.data.image_size, first.train.batch_size
+    period = math.lcm(*[i for c in configs.values() for i in lazy_intervals(c)] or [1])
+    steps = args.steps if args.exact_steps else -(-args.steps // period) * period
+    images = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}, {threads} thread(s); "
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({device}); "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {_loadavg()}",
+        flush=True,
+    )
+    runners = {}
+    for name in names:
+        config, m = configs[name], configs[name].model
+        started = time.perf_counter()
+        jax_run, torch_run, _ = make_torch_runners(config, images)
+        setup_s = time.perf_counter() - started
+        runners[name] = (jax_run, torch_run)
+        jax_runner, torch_runner = jax_run.__self__, torch_run.__self__
+        counts = jax_runner.param_counts()
+        print(
+            f"# {LABELS[name]}: {m.arch}, {size} px, batch {batch}, channel_base {m.channel_base}, channel_max "
+            f"{m.channel_max}, z/w {m.z_dim}/{m.w_dim}, num_layers {m.num_layers}, blur sigma "
+            f"{config.stylegan.get('blur_init_sigma', 0.0)}; params G {counts['G']:,} / D {counts['D']:,} (equal in "
+            f"both); JAX {args.dtype}; setup {setup_s:.1f} s (JAX compile {jax_runner.compile_s:.1f} s)",
+            flush=True,
+        )
+        print(
+            "# parity (float32, copied weights), max |JAX - torch| / max |torch|: "
+            + ", ".join(f"{k} {v:.1e}" for k, v in torch_runner.parity.items()),
+            flush=True,
+        )
+    for name, (jax_run, torch_run) in runners.items():
+        start = time.perf_counter()
+        jax_run(args.warmup)
+        jax_s = time.perf_counter() - start
+        torch_s = torch_run(args.warmup)
+        print(f"# {LABELS[name]} warm-up {args.warmup} step(s): JAX {jax_s:.1f} s, torch {torch_s:.1f} s", flush=True)
+    print(
+        f"# timed windows of {steps} steps (lazy period {period}; Dreg "
+        f"{stylegan2_step.lazy_counts(first, args.warmup, steps)[1]}x in the first), {args.repeats} alternating "
+        f"repeat(s), the same step numbers in both frameworks",
+        flush=True,
+    )
+    rates = {name: {"jax": [], "torch": []} for name in names}
+    loads = []
+    for repeat in range(args.repeats):
+        for name, (jax_run, torch_run) in runners.items():
+            loads.append(os.getloadavg()[0])
+            rates[name]["jax"].append(steps * batch / jax_run(steps))
+            rates[name]["torch"].append(steps * batch / torch_run(steps))
+            print(
+                f"# repeat {repeat + 1} {LABELS[name]}: JAX {rates[name]['jax'][-1]:.2f} img/s, torch "
+                f"{rates[name]['torch'][-1]:.2f} img/s; load {loads[-1]:.2f}",
+                flush=True,
+            )
+    total = args.warmup + args.repeats * steps
+    header = (
+        "| model | px | batch | dtype | params G / D | JAX img/s | torch img/s | JAX / torch speed "
+        "| JAX time / torch time | JAX compile s |"
+    )
+    rows = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    results = {}
+    for name, (jax_run, torch_run) in runners.items():
+        jax_runner, torch_runner = jax_run.__self__, torch_run.__self__
+        greg, dreg = stylegan2_step.lazy_counts(configs[name], 0, total)
+        expected = {"Gmain": total, "Greg": greg, "Dmain": total, "Dreg": dreg}
+        if torch_runner.phases != expected or jax_runner.step != total:
+            raise SystemExit(f"{LABELS[name]}: phase counts differ: torch {torch_runner.phases}, expected {expected}")
+        jax_metrics = jax.device_get(jax_runner.metrics)
+        torch_metrics = {k: float(v) for k, v in torch_runner.metrics.items()}
+        finite = all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(jax_metrics))
+        if not finite or not all(np.isfinite(list(torch_metrics.values()))):
+            raise SystemExit(f"{LABELS[name]}: non-finite metrics: JAX {jax_metrics}, torch {torch_metrics}")
+        jax_ips, torch_ips = statistics.median(rates[name]["jax"]), statistics.median(rates[name]["torch"])
+        counts = jax_runner.param_counts()
+        results[name] = {
+            "label": LABELS[name],
+            "arch": configs[name].model.arch,
+            "params": counts,
+            "parity": torch_runner.parity,
+            "compile_s": jax_runner.compile_s,
+            "jax_img_per_s": jax_ips,
+            "torch_img_per_s": torch_ips,
+            "jax_img_per_s_all": rates[name]["jax"],
+            "torch_img_per_s_all": rates[name]["torch"],
+            "speed_ratio": jax_ips / torch_ips,
+            "time_ratio": torch_ips / jax_ips,
+            "phases": expected,
+            "loss_g": {"jax": float(jax_metrics["train/loss_g"]), "torch": torch_metrics["loss_g"]},
+            "loss_d": {"jax": float(jax_metrics["train/loss_d"]), "torch": torch_metrics["loss_d"]},
+        }
+        rows.append(
+            f"| {LABELS[name]} | {size} | {batch} | {args.dtype} | {counts['G']:,} / {counts['D']:,} | {jax_ips:.2f} "
+            f"| {torch_ips:.2f} | {jax_ips / torch_ips:.2f} | {torch_ips / jax_ips:.3f} | {jax_runner.compile_s:.1f} |"
+        )
+        print(
+            f"# {LABELS[name]} last step: JAX loss_g {results[name]['loss_g']['jax']:.3f} loss_d "
+            f"{results[name]['loss_d']['jax']:.3f}; torch loss_g {torch_metrics['loss_g']:.3f} loss_d "
+            f"{torch_metrics['loss_d']:.3f}; phases per framework {expected}",
+            flush=True,
+        )
+    print("\n".join(rows))
+    print(f"# 1-min load during timings {min(loads):.2f} to {max(loads):.2f}; load averages now {_loadavg()}")
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/stylegan3_step.py " + " ".join(argv),
+        "machine": machine(),
+        "threads": threads,
+        "jax": jax.__version__,
+        "torch": f"{torch.__version__} ({device})",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "resolution": size,
+        "batch_size": batch,
+        "dtype": args.dtype,
+        "augment": "none",
+        "steps_per_window": steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "torch_results": results,
+        "loads": loads,
     }
     if args.json:
         with open(args.json, "w") as f:
