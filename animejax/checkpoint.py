@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -24,6 +23,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from animejax import multihost, storage
 from animejax.errors import UserError
 
 
@@ -85,12 +85,12 @@ class Checkpointer:
     """Saves every N steps and on demand, keeps the last K, restores the latest."""
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict):
-        self.workdir = os.path.abspath(workdir)
-        self.config_path = os.path.join(self.workdir, "config.json")
+        self.workdir = storage.as_path(workdir, "--workdir")  # A local folder or a bucket URL (gs://...).
+        self.config_path = self.workdir / "config.json"
         self.config_dict = json.loads(config.to_json_best_effort())
         options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
         self.manager = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"),
+            self.workdir / "checkpoints",
             options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler()},
         )
@@ -101,15 +101,12 @@ class Checkpointer:
     def write_config(self) -> None:
         """Records the run's config beside the checkpoints (process 0 only)."""
         if jax.process_index() == 0:
-            os.makedirs(self.workdir, exist_ok=True)
-            with open(self.config_path, "w") as f:
-                json.dump(self.config_dict, f, indent=2, sort_keys=True)
+            storage.write_text(self.config_path, json.dumps(self.config_dict, indent=2, sort_keys=True))
 
     def saved_config(self) -> dict | None:
-        if not os.path.exists(self.config_path):
+        if not self.config_path.exists():
             return None
-        with open(self.config_path) as f:
-            return json.load(f)
+        return json.loads(self.config_path.read_text())
 
     def restore_latest(self, abstract_state: Any) -> Any | None:
         """The newest checkpoint that restores, with `abstract_state`'s shardings, or None if there is none.
@@ -121,20 +118,27 @@ class Checkpointer:
           DamagedCheckpointsError: when no checkpoint can be read (nothing is moved then).
         """
         damaged = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        # Every process tries the steps process 0 sees, and a step counts as readable only where all of them
+        # read it: processes that disagreed would restore different states and deadlock in the first collective.
+        for step in multihost.process_zero_list(sorted(self.manager.all_steps(), reverse=True)):
+            why = None
             try:
                 saved_tree = self.manager.item_metadata(step)["state"]
                 if saved_tree is None or not jax.tree.leaves(saved_tree):
                     raise ValueError("its metadata lists no tensors")
             except Exception as error:  # Orbax and tensorstore raise many types for unreadable files.
-                damaged.append((step, f"unreadable metadata ({_first_line(error)})"))
+                why = f"unreadable metadata ({_first_line(error)})"
+            if not multihost.all_processes(why is None):
+                damaged.append((step, why or "unreadable metadata in another process"))
                 continue
             self._check_shapes(step, saved_tree, abstract_state)
             try:
                 args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
                 restored = self.manager.restore(step, args=args)["state"]
             except Exception as error:
-                damaged.append((step, f"unreadable data ({_first_line(error)})"))
+                why = f"unreadable data ({_first_line(error)})"
+            if not multihost.all_processes(why is None):
+                damaged.append((step, why or "unreadable data in another process"))
                 continue
             self._set_aside(damaged, step)
             logging.info("Restored checkpoint at step %d from %s", step, self.manager.directory)
@@ -162,12 +166,12 @@ class Checkpointer:
         """Moves damaged steps to <workdir>/checkpoints_damaged/<step>-<time> and warns; never deletes."""
         if not damaged:
             return
-        aside = os.path.join(self.workdir, "checkpoints_damaged")
+        aside = self.workdir / "checkpoints_damaged"
         for step, why in damaged:
-            target = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+            target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
             if jax.process_index() == 0:
-                os.makedirs(aside, exist_ok=True)
-                os.replace(os.path.join(str(self.manager.directory), str(step)), target)
+                aside.mkdir(parents=True, exist_ok=True)
+                (self.workdir / "checkpoints" / str(step)).rename(target)
             logging.warning(
                 "Checkpoint step %d is damaged (%s); resuming from step %d instead. The damaged step was moved to %s.",
                 step,
@@ -193,16 +197,15 @@ class BestCheckpointer:
     """Keeps the one state with the best eval metric under workdir/best, with best.json naming it."""
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict):
-        self.directory = os.path.join(os.path.abspath(workdir), "best")
-        self.record_path = os.path.join(self.directory, "best.json")
+        self.directory = storage.as_path(workdir, "--workdir") / "best"
+        self.record_path = self.directory / "best.json"
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_handlers={"state": ocp.StandardCheckpointHandler()}
         )
         self.record = None
-        if os.path.exists(self.record_path):
-            with open(self.record_path) as f:
-                self.record = json.load(f)
+        if self.record_path.exists():
+            self.record = json.loads(self.record_path.read_text())
 
     def is_better(self, value: float, lower_is_better: bool) -> bool:
         if self.record is None:
@@ -217,9 +220,7 @@ class BestCheckpointer:
         self.manager.wait_until_finished()
         self.record = {"step": int(step), "metric": metric, "value": float(value)}
         if jax.process_index() == 0:
-            with open(self.record_path + ".tmp", "w") as f:
-                json.dump(self.record, f, indent=2)
-            os.replace(self.record_path + ".tmp", self.record_path)
+            storage.write_text(self.record_path, json.dumps(self.record, indent=2))
         logging.info("New best %s = %.5g at step %d, saved under %s", metric, value, step, self.directory)
 
     def close(self) -> None:

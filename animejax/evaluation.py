@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from animejax import sharding
+from animejax import multihost, sharding
 from animejax.data import pipeline
 from animejax.errors import ConfigError, UserError
 from animejax.metrics import detection, fid, registry, resize
@@ -69,10 +70,12 @@ class Evaluator:
         self.config = eval_config
         self.shardings = shardings
         self.real_images = real_images
+        # Real images of the whole dataset that every process can serve its share of (shards may differ by one).
+        self.num_real_images = multihost.smallest(len(real_images)) * jax.process_count()
         self.dataset_name = dataset_name
         self.dataset_fingerprint = dataset_fingerprint
         self.batch_size = eval_config.batch_size
-        sharding.local_batch_size(self.batch_size, shardings)  # Fails early on an unsplittable batch.
+        sharding.local_batch_size(self.batch_size, shardings, "eval.batch_size")  # Fails early if unsplittable.
         self.resize_mode = resize.check_resize_mode(eval_config.fid_resize)
         # Feature network name -> (apply(variables, images in [-1, 1]) -> [B, D], variables on the mesh).
         self._networks: dict[str, tuple[Callable, Any]] = {}
@@ -200,7 +203,7 @@ class Evaluator:
             yield sharding.global_batch(pipeline.to_model_range(rows), self.shardings), valid
 
     def _check_real_count(self, count: int, what: str) -> None:
-        available = len(self.real_images) * jax.process_count()
+        available = self.num_real_images
         if count > available:
             raise NotEnoughImagesError(
                 f"{what} asks for {count} real images but the dataset has {available}. "
@@ -237,23 +240,25 @@ class Evaluator:
         def compute():
             stats, kept = fid.FeatureStats(), []
             for images, valid in _progress(self._real_batches(count), count, self.batch_size, "reference features"):
-                feats = self.network_features(images, (network,))[network][:valid]
+                feats = _dataset_order(self.network_features(images, (network,))[network])[:valid]
                 stats.update(feats)
                 if sum(len(k) for k in kept) < kid_count:
                     kept.append(feats)
-            if jax.process_index() == 0:
-                os.makedirs(os.path.dirname(kid_path), exist_ok=True)
-                np.save(kid_path + ".tmp.npy", np.concatenate(kept)[:kid_count])
-                os.replace(kid_path + ".tmp.npy", kid_path)
-            return stats.mean_cov()
+            return stats.mean_cov(), np.concatenate(kept)[:kid_count]
 
-        if not os.path.exists(kid_path) and os.path.exists(path):
-            os.remove(path)  # Stats without their KID features: recompute both.
-        key = fid.reference_stats_key(
-            self.dataset_name, self.dataset_fingerprint, int(self.real_images.shape[1]), count, preprocessing
-        )
-        stats = fid.cached_reference_stats(path, compute, meta=key)
-        self._reference[(network, count)] = (stats, np.load(kid_path))
+        # Statistics without their KID features are recomputed. With several processes, all compute (the
+        # features are a collective) or none: each host may have a cache of its own, and each writes its copy.
+        if multihost.all_processes(os.path.exists(path) and os.path.exists(kid_path)):
+            logging.info("Loading reference statistics from %s", path)
+        else:
+            logging.info("Computing reference statistics for %s", path)
+            (mu, sigma), kid_features = compute()
+            _save_npy(kid_path, kid_features)
+            meta = fid.reference_stats_key(
+                self.dataset_name, self.dataset_fingerprint, int(self.real_images.shape[1]), count, preprocessing
+            )
+            fid.save_stats_npz(path, mu, sigma, meta=meta)
+        self._reference[(network, count)] = (fid.load_stats_npz(path), np.load(kid_path))
         return self._reference[(network, count)]
 
     # --- generated data ---------------------------------------------------
@@ -350,8 +355,10 @@ class Evaluator:
             return self.reference(reference_images)[0]
 
         def real_images(count: int, what: str) -> np.ndarray:
+            """The dataset's first `count` images, in its order, gathered from every process's shard."""
             self._check_real_count(count, what)
-            return np.asarray(self.real_images[:count])
+            local = -(-count // jax.process_count())
+            return multihost.interleave(np.asarray(self.real_images[:local]))[:count]
 
         return registry.References(
             reference_stats=reference_stats,
@@ -385,6 +392,31 @@ class Evaluator:
             for metric in metrics:
                 metric.update(features.get(metric.features_from()), pixels)
         return count
+
+
+def _dataset_order(rows: np.ndarray) -> np.ndarray:
+    """The rows of one of `_real_batches`' global batches in the dataset's order.
+
+    With P processes the batch holds process 0's rows, then process 1's...; process p's rows are the images
+    p, p + P, p + 2P... of the batch's span (its shard), so row j of process p is image p + P * j.
+    """
+    processes = jax.process_count()
+    if processes == 1:
+        return rows
+    return rows.reshape((processes, -1, *rows.shape[1:])).swapaxes(0, 1).reshape(rows.shape)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    """np.save through a temporary file of this process, renamed when complete (processes may share the folder)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.remove(tmp_path)
+        raise
 
 
 def headline(results: dict[str, float], metric: str) -> tuple[str, float, bool]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from animejax import rng, writers
+from animejax import rng, storage, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.evaluation import Evaluator
@@ -49,19 +48,20 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     is_main = jax.process_index() == 0
     paths = {}
     for name, (images, columns) in samples.grids.items():
-        paths[name] = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
+        paths[name] = storage.join(workdir, "samples", f"sample_{name}_{step:07d}.png")
         if is_main:
             writers.save_png(paths[name], writers.image_grid(pipeline.to_uint8(images), columns))
     if samples.individual is not None:
-        paths["individual"] = os.path.join(workdir, "samples", f"sample_individual_{step:07d}")
-        if is_main and os.path.isdir(paths["individual"]):  # An earlier, larger sample must not linger in it.
-            for name in os.listdir(paths["individual"]):
-                if name.endswith(".png") and name[:-4].isdigit():
-                    os.remove(os.path.join(paths["individual"], name))
+        paths["individual"] = storage.join(workdir, "samples", f"sample_individual_{step:07d}")
+        folder = storage.as_path(paths["individual"])
+        if is_main and folder.is_dir():  # An earlier, larger sample must not linger in it.
+            for entry in folder.iterdir():
+                if entry.name.endswith(".png") and entry.name[:-4].isdigit():
+                    entry.unlink()
         for i, image in enumerate(pipeline.to_uint8(samples.individual) if is_main else ()):
-            writers.save_png(os.path.join(paths["individual"], f"{i:06d}.png"), image)
+            writers.save_png(storage.join(paths["individual"], f"{i:06d}.png"), image)
     for name, frames in samples.animations.items():
-        paths[name] = os.path.join(workdir, "samples", f"sample_{name}_{step:07d}.gif")
+        paths[name] = storage.join(workdir, "samples", f"sample_{name}_{step:07d}.gif")
         if is_main:
             rows = [writers.image_grid(pipeline.to_uint8(frame), len(frame)) for frame in frames]
             writers.save_gif(paths[name], rows)
@@ -95,7 +95,7 @@ def sample_metrics(
     """`metrics` of `num_images` samples of `run.method` drawn with `key`; a conditional method's outputs for
     the held-out images instead (at most `num_images` of them)."""
     config = run.config
-    reference_images = config.eval.reference_images or len(run.images) * jax.process_count()
+    reference_images = config.eval.reference_images or evaluator.num_real_images
     if run.method.conditional:
         if run.holdout is None:
             raise UserError(f"{config.method} is scored on held-out images: set data.holdout_images > 0.")
@@ -118,10 +118,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         key = rng.stream_key(config.seed, rng.EVAL)
         results.update(sample_metrics(run, run.state, evaluator, metrics, config.eval.num_images, key))
     if jax.process_index() == 0:
-        path = os.path.join(workdir, f"eval_{step:07d}.json")
+        path = storage.join(workdir, f"eval_{step:07d}.json")
         report = {"step": step, "metrics": results, "dataset": run.source.name, "settings": evaluator.describe(metrics)}
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
+        storage.write_text(path, json.dumps(report, indent=2))
         writer = writers.create_writer(workdir, True)
         writer.write_scalars(step, results)
         writer.close()

@@ -1,26 +1,30 @@
 """Command line: `python -m animejax.main --config=configs/vae.py --workdir=runs/vae [--mode=MODE]`.
 
-Modes: train, sample, eval, upscale (SRGAN runs).
+Modes: train, sample, eval, upscale (SRGAN runs), compare (several runs, one report:
+`--mode=compare --runs='runs/*' --out=reports/cmp`).
 
 Any config field can be overridden with `--config.a.b=value`. For sample and
 eval (and upscale), `--config` may be left out: the run's saved config.json is used, and
 overrides apply on top of it. A run stopped by SIGTERM or SIGINT saves a
 checkpoint and exits with status 75 (`train.INTERRUPTED_EXIT_CODE`).
+
+Several processes (`--distributed` on SLURM or Cloud TPU, or `--coordinator_address`,
+`--num_processes` and `--process_id` together) form one run; when one of them dies the
+others exit with status 69 (`multihost.LOST_PROCESS_EXIT_CODE`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
-import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from animejax import saved_config, xla_flags
+from animejax import saved_config, storage, xla_flags
 
-MODES = ("train", "sample", "eval", "upscale")
+MODES = ("train", "sample", "eval", "upscale", "compare")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -29,19 +33,40 @@ config_flags.DEFINE_config_file(
     "A packaged config by name (vae, vae:quick, ddpm:cpu, ...) or a config file path (configs/vae.py:quick).",
     lock_config=True,
 )
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and samples.")
+flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, TensorBoard events and samples: a local path or a gs:// URL."
+)
 flags.DEFINE_enum("mode", "train", MODES, "What to do with the run in --workdir.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detects SLURM, Cloud TPU, ...).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for explicit multi-process runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes, with --coordinator_address.")
 flags.DEFINE_integer("process_id", None, "This process's index, with --coordinator_address.")
+# --mode=compare (animejax/report): no --workdir; --config defaults to animejax/report/settings.py.
+flags.DEFINE_string(
+    "runs",
+    None,
+    "--mode=compare: the run workdirs to compare, comma-separated paths, URLs or globs (quote them: 'runs/*').",
+)
+flags.DEFINE_string("out", None, "--mode=compare: folder (or bucket URL) for report.md, report.html and the PNGs.")
+flags.DEFINE_enum(
+    "checkpoint",
+    "best",
+    ("best", "latest"),
+    "--mode=compare: evaluate each run's best checkpoint (workdir/best, else its latest, said so) or its latest.",
+)
+flags.DEFINE_float(
+    "distributed_timeout_s",
+    60,
+    "Runs of several processes: a process silent this long counts as dead and the others stop (one that exits "
+    "or is killed is noticed at once).",
+)
 
 
 def _load_config(workdir: str):
     if FLAGS.config is not None:
         return FLAGS.config
-    path = os.path.join(workdir, "config.json")
-    if FLAGS.mode == "train" or not os.path.exists(path):
+    path = storage.join(workdir, "config.json")
+    if FLAGS.mode == "train" or not storage.as_path(path).exists():
         raise app.UsageError(f"--config is required (no saved config at {path}).")
     raise app.UsageError(f"could not read the saved config {path}.")
 
@@ -61,7 +86,7 @@ def _with_saved_config(argv: list[str]) -> list[str]:
     if _flag_value(argv, "config") is not None or _flag_value(argv, "mode") not in ("sample", "eval", "upscale"):
         return argv
     workdir = _flag_value(argv, "workdir")
-    if not workdir or not os.path.exists(os.path.join(workdir, "config.json")):
+    if not workdir or not storage.as_path(storage.join(workdir, "config.json")).exists():
         return argv
     return [argv[0], f"--config={saved_config.__file__}:{workdir}", *argv[1:]]
 
@@ -78,18 +103,39 @@ class _QuietLibraries:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS.workdir:
+    if FLAGS.mode == "compare":
+        if not FLAGS.runs or not FLAGS.out:
+            raise app.UsageError("--mode=compare needs --runs (paths or globs) and --out (the report's folder).")
+    elif not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
     config = _load_config(FLAGS.workdir)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     xla_flags.set_defaults()
     import jax
 
-    if FLAGS.distributed or FLAGS.coordinator_address:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from animejax import inference, train
+    from animejax import multihost
 
+    explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if FLAGS.distributed or any(value is not None for value in explicit):
+        try:
+            multihost.initialize(
+                FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout_s
+            )
+        except multihost.FlagError as error:
+            sys.exit(f"animejax: error: {error}")
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+    try:
+        _run_mode(config)
+    except BaseException as error:
+        # Several processes: a failing one leaves at once, and the others stop with it instead of waiting.
+        multihost.leave(error)
+        raise
+    multihost.finish()
+
+
+def _run_mode(config) -> None:
+    """Runs FLAGS.mode; exits 75 when training stopped on a signal, 1 with one line for a user error."""
+    from animejax import inference, multihost, train
     from animejax.errors import UserError
 
     try:
@@ -101,10 +147,16 @@ def main(argv):
             from animejax import upscale
 
             upscale.upscale(config, FLAGS.workdir)
+        elif FLAGS.mode == "compare":
+            from animejax import report
+
+            report.run(config, FLAGS.runs, FLAGS.out, FLAGS.checkpoint)
         else:
             inference.evaluate(config, FLAGS.workdir)
     except train.Interrupted as interrupted:
         logging.warning("%s", interrupted)
+        # Every process stopped at the same step and saved it together: an orderly end, not a failure.
+        multihost.finish()
         sys.exit(train.INTERRUPTED_EXIT_CODE)
     except UserError as error:
         sys.exit(f"animejax: error: {error}")
@@ -162,6 +214,8 @@ def usage() -> str:
         "  eval    score the latest checkpoint with config.eval.metrics (--config may be left out)",
         "  upscale super-resolve config.upscale.input (an image or folder), or samples of config.upscale.from_run,",
         "          with the SRGAN run in --workdir",
+        "  compare evaluate every run of --runs (paths or globs) with the same settings and write report.md,",
+        "          report.html and plots under --out; --config.eval.* overrides the shared evaluation",
         "",
         "model configs (variants :quick and :cpu for CPUs; ddpm also :128, stylegan2 :256, srgan :8x):",
         *(f"  {name:16s}{summary}" for name, summary in configs.available().items()),
@@ -186,12 +240,21 @@ def _resolve_config_name(argv: list[str]) -> list[str]:
     return out
 
 
+def _with_compare_config(argv: list[str]) -> list[str]:
+    """For --mode=compare without --config, the compare settings file (overrides then apply to it)."""
+    if _flag_value(argv, "mode") != "compare" or _flag_value(argv, "config") is not None:
+        return argv
+    from animejax.report import settings
+
+    return [argv[0], f"--config={settings.__file__}", *argv[1:]]
+
+
 def run() -> None:
     """Console-script entry point (`animejax ...`), also used by `python -m animejax.main`."""
     if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
         print(usage())
         sys.exit(0)
-    argv = _with_saved_config(_resolve_config_name(sys.argv))
+    argv = _with_compare_config(_with_saved_config(_resolve_config_name(sys.argv)))
     app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

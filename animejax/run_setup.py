@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -11,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, methods, sharding, transfer, validation
+from animejax import checkpoint, evaluation, methods, sharding, storage, transfer, validation
 from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.methods.base import Method
@@ -37,9 +36,11 @@ class RunSetup:
 def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     """Validates the config, builds the mesh and method, loads data, and creates or restores the train state.
 
-    Nothing is written (no cache, no workdir) before the config, the devices and the network sizes check out.
+    Nothing is written (no cache, no workdir) before the config, the devices and the network sizes check out,
+    nor before a bucket workdir's bucket is found.
     """
     validation.validate(config)
+    storage.check_reachable(workdir, "--workdir")
     shardings = sharding.make_mesh(config.mesh.num_devices)
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
     method = methods.get_method(config)
@@ -110,7 +111,7 @@ class NoCheckpointError(UserError, FileNotFoundError):
 
 def no_checkpoint_error(workdir: str) -> NoCheckpointError:
     """The error for a workdir without checkpoints, saying how to make one."""
-    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+    checkpoints = storage.as_path(workdir, "--workdir") / "checkpoints"
     return NoCheckpointError(
         f"No checkpoint under {checkpoints}; train first with --mode=train and the same --workdir."
     )
@@ -119,7 +120,7 @@ def no_checkpoint_error(workdir: str) -> NoCheckpointError:
 def check_has_checkpoints(workdir: str) -> None:
     """Raises `no_checkpoint_error` when `workdir` has no checkpoint folder; checked before anything is built,
     since a Checkpointer would create the folder."""
-    if not os.path.isdir(os.path.join(os.path.abspath(workdir), "checkpoints")):
+    if not (storage.check_reachable(workdir, "--workdir") / "checkpoints").is_dir():
         raise no_checkpoint_error(workdir)
 
 

@@ -4,10 +4,10 @@
 """
 
 import json
-import os
 
 import ml_collections
 
+from animejax import storage
 from animejax.errors import UserError
 
 
@@ -21,9 +21,8 @@ def _tuples(value):
 
 
 def get_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config saved by the run in `workdir`."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    """The config saved by the run in `workdir` (a local folder or a bucket URL)."""
+    path = storage.as_path(workdir, "--workdir") / "config.json"
+    if not path.exists():
         raise UserError(f"No saved config at {path}: pass --config=configs/<model>.py (or train first).")
-    with open(path) as f:
-        return ml_collections.ConfigDict(_tuples(json.load(f)))
+    return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))

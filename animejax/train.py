@@ -3,30 +3,31 @@
 One run: mesh -> this process's decoded images -> method -> state born
 replicated (or restored from the latest checkpoint) -> one jitted step with the
 state donated -> periodic scalars, grids and checkpoints. SIGTERM/SIGINT save
-a checkpoint and stop; a non-finite loss stops the run before anything bad is
-saved.
+a checkpoint and stop (every process of a multi-process run after the same
+step); a non-finite loss stops the run before anything bad is saved. Only
+process 0 writes logs, grids and TensorBoard events.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, inference, rng, sharding, writers
+from animejax import checkpoint, evaluation, inference, rng, sharding, storage, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.methods.base import average_metrics, make_train_step, model_batch, place_frozen
 from animejax.run_setup import RunSetup, make_evaluator, setup_run
 
 # The exit status of a run stopped by SIGTERM or SIGINT after saving a checkpoint: EX_TEMPFAIL of sysexits.h,
-# "try again later". Schedulers requeue on it (launch/slurm_gpu.sbatch); a finished run exits 0.
+# "try again later". Schedulers requeue on it (launch/slurm/train.sbatch); a finished run exits 0.
 INTERRUPTED_EXIT_CODE = 75
 
 
@@ -65,6 +66,29 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+class _AgreedStop:
+    """Whether to stop after this step: the same answer in every process.
+
+    A signal reaches each process at its own moment, perhaps steps apart, and a process stopping alone would
+    save while the others wait for its next step. With several processes each step's requests are combined on
+    the devices (any of them) and read one step later, so all stop after the same step, and the host never
+    waits for the step it just started.
+    """
+
+    def __init__(self, shardings: sharding.MeshShardings):
+        self.shardings = shardings
+        self.local_devices = shardings.num_devices // jax.process_count()
+        self.combine = jax.jit(jnp.any, out_shardings=shardings.replicated) if jax.process_count() > 1 else None
+        self.pending = None
+
+    def __call__(self, requested: bool) -> bool:
+        if self.combine is None:
+            return requested
+        flags = np.full((self.local_devices,), requested)
+        previous, self.pending = self.pending, self.combine(sharding.global_batch(flags, self.shardings))
+        return previous is not None and bool(previous)
+
+
 def _check_finite(step: int, metrics: dict[str, float], last_checkpoint: int | None) -> None:
     bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
@@ -86,7 +110,7 @@ def write_grids(writer, workdir: str, step: int, grids: dict[str, Any], columns:
     tiled = {name: writers.image_grid(pipeline.to_uint8(images), columns) for name, images in grids.items()}
     writer.write_images(step, {f"samples/{k}": v[None] for k, v in tiled.items()})
     for name, grid in tiled.items():
-        writers.save_png(os.path.join(workdir, "samples", f"{name}_{step:07d}.png"), grid)
+        writers.save_png(storage.join(workdir, "samples", f"{name}_{step:07d}.png"), grid)
 
 
 class _InTrainingEval:
@@ -114,7 +138,8 @@ class _InTrainingEval:
         if self.run.holdout is not None:  # The method's own terms on held-out images (SRGAN's PSNR and SSIM).
             results.update(inference.method_terms(self.run, state))
         self.writer.write_scalars(step, results)
-        writers.log_line(f"eval at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
+        if jax.process_index() == 0:
+            writers.log_line(f"eval at step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
         name, value, lower_is_better = evaluation.headline(results, self.config.best_metric)
         if self.best.is_better(value, lower_is_better):
             self.best.save(step, state, name, value)
@@ -175,7 +200,8 @@ class _Loop:
         self.writer.write_scalars(step, scalars)
         for callback in self.callbacks:
             callback.on_log(step, scalars)
-        writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
+        if jax.process_index() == 0:
+            writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
         self.throughput.reset()
 
     def _side_work(self, step: int, state) -> None:
@@ -196,6 +222,7 @@ class _Loop:
             self.dataset, step, self.config.data.loader_threads, self.config.data.prefetch
         )
         progress, history = writers.ProgressLine(train.num_steps, step), []
+        agreed_stop = _AgreedStop(run.shardings)
         with _StopRequest() as stop:
             while step < train.num_steps:
                 batch = {"image": sharding.global_batch(next(batches), run.shardings)}
@@ -203,8 +230,9 @@ class _Loop:
                 step += 1
                 history.append(metrics)
                 self.throughput.steps += 1
+                stopping = agreed_stop(stop.signal_name is not None)
                 due_log, due_checkpoint = self._due(step, train.log_every), self._due(step, train.checkpoint_every)
-                if due_log or due_checkpoint or stop.signal_name:
+                if due_log or due_checkpoint or stopping:
                     scalars = average_metrics(history)
                     # Before any save: a bad state is never written.
                     _check_finite(step, scalars, run.checkpointer.latest_step())
@@ -212,10 +240,10 @@ class _Loop:
                 if due_log:
                     self._log(step, scalars, progress)
                 self._side_work(step, state)
-                if due_checkpoint or stop.signal_name:
+                if due_checkpoint or stopping:
                     run.checkpointer.save(step, state, force=True)
-                if stop.signal_name:
-                    raise Interrupted(stop.signal_name, step)
+                if stopping:
+                    raise Interrupted(stop.signal_name or "a stop signal in another process", step)
         return state
 
     def close(self) -> None:

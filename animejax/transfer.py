@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 
-from animejax import checkpoint
+from animejax import checkpoint, storage
 from animejax.errors import UserError
 
 FRESH_FIELDS = ("step", "rng")
@@ -27,12 +26,12 @@ class InitFromError(UserError, ValueError):
 
 
 def _manager_and_step(source: str) -> tuple[ocp.CheckpointManager, int]:
-    """A workdir (its latest checkpoint) or one checkpoint folder `<workdir>/checkpoints/<step>`."""
-    path = os.path.abspath(os.path.expanduser(source))
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        folder, step = os.path.join(path, "checkpoints"), None
-    elif os.path.basename(path).isdigit() and os.path.isdir(path):
-        folder, step = os.path.dirname(path), int(os.path.basename(path))
+    """A workdir (its latest checkpoint) or one checkpoint folder `<workdir>/checkpoints/<step>` (local or URL)."""
+    path = storage.check_reachable(source, "train.init_from")
+    if (path / "checkpoints").is_dir():
+        folder, step = path / "checkpoints", None
+    elif path.name.isdigit() and path.is_dir():
+        folder, step = path.parent, int(path.name)
     else:
         raise InitFromError(
             f"train.init_from={source!r} is neither a run's workdir (with a checkpoints/ folder) nor a checkpoint "

@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from animejax import rng, saved_config, writers
+from animejax import rng, saved_config, storage, writers
 from animejax.data import pipeline, sources
 from animejax.errors import UserError
 from animejax.methods.srgan import VIEW_ORDER
@@ -47,7 +47,7 @@ def upscale(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
         raise UpscaleError(
             f"--mode=upscale needs a trained SRGAN run in --workdir; {workdir} holds a {config.method} run."
         )
-    output_dir = os.path.abspath(options.output_dir or os.path.join(workdir, "upscaled"))
+    output_dir = str(storage.as_path(options.output_dir or storage.join(workdir, "upscaled"), "upscale.output_dir"))
     if options.from_run:
         inputs = _samples_of(options.from_run, options.num_images, config.seed)
     else:
@@ -59,10 +59,10 @@ def upscale(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
         batch = {k: np.asarray(v) for k, v in views(state, jnp.asarray(pipeline.to_model_range(images))).items()}
         for i, name in enumerate(names):
             strip = np.stack([pipeline.to_uint8(batch[name][i]) for name in VIEW_ORDER if name in batch])
-            paths[name] = os.path.join(output_dir, f"{name}.png")
+            paths[name] = storage.join(output_dir, f"{name}.png")
             if jax.process_index() == 0:
                 writers.save_png(paths[name], pipeline.to_uint8(batch["srgan"][i]))
-                writers.save_png(os.path.join(output_dir, f"{name}_compare.png"), writers.image_grid(strip, len(strip)))
+                writers.save_png(storage.join(output_dir, f"{name}_compare.png"), writers.image_grid(strip, len(strip)))
         done += len(names)
         logging.info("Upscaled %d images (%.1f images/s)", done, done / (time.monotonic() - start))
     if not paths:

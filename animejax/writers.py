@@ -5,6 +5,10 @@ as they are. Otherwise, as on machines without TensorFlow, an equivalent
 writer with clu's interface (`write_scalars`, `write_images`,
 `write_hparams`, `flush`, `close`) writes the same TensorBoard event files
 through the `tensorboard` package alone. Only process 0 writes files.
+
+The workdir may be a bucket URL (gs://...): PNGs and GIFs are written whole through `storage`, and event files,
+which TensorBoard appends to (objects cannot be appended to), are written to a local staging folder and copied
+to the bucket whole on `flush`, `close` and every `sync_seconds`.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import tempfile
 import time
 from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
+
+from animejax import storage
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -26,19 +34,39 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 class TensorBoardWriter:
-    """clu-style MetricWriter writing TensorBoard event files without TensorFlow."""
+    """clu-style MetricWriter writing TensorBoard event files without TensorFlow.
 
-    def __init__(self, logdir: str):
+    Args:
+      logdir: a local folder, or a bucket URL (events staged locally, then copied whole; see the module docstring).
+      sync_seconds: for a URL, the longest time between two copies while scalars and images are written.
+    """
+
+    def __init__(self, logdir: str, sync_seconds: float = 60.0):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        os.makedirs(logdir, exist_ok=True)
-        self._writer = EventFileWriter(logdir)
+        self._remote = storage.as_path(logdir) if storage.is_url(logdir) else None
+        if self._remote is not None:
+            self._local = tempfile.mkdtemp(prefix="animejax-events-")
+        else:
+            self._local = logdir
+            os.makedirs(logdir, exist_ok=True)
+        self._writer = EventFileWriter(self._local)
+        self._sync_seconds, self._last_sync = sync_seconds, time.monotonic()
 
     def _add(self, step: int, values: list) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
         summary = summary_pb2.Summary(value=values)
         self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+        if self._remote is not None and time.monotonic() - self._last_sync > self._sync_seconds:
+            self.flush()
+
+    def _sync(self) -> None:
+        """Copies the staged event file(s) to the bucket, each whole."""
+        for name in os.listdir(self._local):
+            with open(os.path.join(self._local, name), "rb") as f:
+                storage.write_bytes(self._remote / name, f.read())
+        self._last_sync = time.monotonic()
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         from tensorboard.compat.proto import summary_pb2
@@ -67,9 +95,14 @@ class TensorBoardWriter:
 
     def flush(self) -> None:
         self._writer.flush()
+        if self._remote is not None:
+            self._sync()
 
     def close(self) -> None:
         self._writer.close()
+        if self._remote is not None:
+            self._sync()
+            shutil.rmtree(self._local, ignore_errors=True)
 
 
 class NullWriter:
@@ -92,14 +125,15 @@ class NullWriter:
 
 
 def create_writer(logdir: str, is_main_process: bool):
-    """clu's default writer when available, else the TensorBoardWriter above."""
+    """clu's default writer when available (TensorFlow's summaries write gs:// themselves), else the
+    TensorBoardWriter above."""
     if not is_main_process:
         return NullWriter()
     try:
         from clu import metric_writers
     except ImportError:
-        return TensorBoardWriter(logdir)
-    return metric_writers.create_default_writer(logdir, asynchronous=False)
+        return TensorBoardWriter(os.fspath(logdir))
+    return metric_writers.create_default_writer(os.fspath(logdir), asynchronous=False)
 
 
 def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -116,9 +150,8 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-    """Writes uint8 [H, W, 3] to `path`, creating its folder."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    Image.fromarray(image).save(path)
+    """Writes uint8 [H, W, 3] to `path` (a local path or a bucket URL), creating its folder."""
+    storage.write_bytes(path, _png_bytes(image))
 
 
 class ProgressLine:
@@ -151,23 +184,27 @@ def log_line(text: str) -> None:
 
 def grid_paths(workdir: str, name: str = "samples_fixed") -> list[str]:
     """`workdir/samples/<name>_<step>.png` files (as `write_grids` names them), sorted by step."""
-    folder = os.path.join(workdir, "samples")
+    folder = storage.as_path(storage.join(workdir, "samples"))
     pattern = re.compile(rf"^{re.escape(name)}_(\d+)\.png$")
     found = []
-    for file_name in os.listdir(folder) if os.path.isdir(folder) else []:
-        match = pattern.match(file_name)
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        match = pattern.match(entry.name)
         if match:
-            found.append((int(match.group(1)), os.path.join(folder, file_name)))
+            found.append((int(match.group(1)), storage.join(workdir, "samples", entry.name)))
     return [path for _, path in sorted(found)]
 
 
+def _gif_bytes(frames: list[Image.Image], durations) -> bytes:
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False
+    )
+    return buffer.getvalue()
+
+
 def save_gif(path: str, frames: list[np.ndarray], frame_ms: int = 80) -> None:
-    """Writes uint8 [H, W, 3] frames as a looping GIF (atomically: a temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    images = [Image.fromarray(frame) for frame in frames]
-    tmp = path + ".tmp.gif"
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=frame_ms, loop=0, optimize=False)
-    os.replace(tmp, path)
+    """Writes uint8 [H, W, 3] frames as a looping GIF, whole (never seen half-written)."""
+    storage.write_bytes(path, _gif_bytes([Image.fromarray(frame) for frame in frames], frame_ms))
 
 
 def progress_gif(workdir: str, name: str = "samples_fixed", frame_ms: int = 200, last_frame_ms: int = 2000) -> str:
@@ -185,11 +222,14 @@ def progress_gif(workdir: str, name: str = "samples_fixed", frame_ms: int = 200,
     paths = grid_paths(workdir, name)
     if not paths:
         raise FileNotFoundError(
-            f"No {name}_<step>.png grids under {os.path.join(workdir, 'samples')}; "
+            f"No {name}_<step>.png grids under {storage.join(workdir, 'samples')}; "
             "they are written every train.sample_every steps."
         )
-    frames = [Image.open(path).convert("RGB") for path in paths]
+    frames = []
+    for path in paths:
+        with Image.open(io.BytesIO(storage.as_path(path).read_bytes())) as image:
+            frames.append(image.convert("RGB"))
     durations = [frame_ms] * (len(frames) - 1) + [last_frame_ms]
-    out = os.path.join(workdir, "samples", f"progress_{name}.gif")
-    frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
+    out = storage.join(workdir, "samples", f"progress_{name}.gif")
+    storage.write_bytes(out, _gif_bytes(frames, durations))
     return out

@@ -88,7 +88,6 @@ def main(argv=None) -> None:
 
         xla_flags.set_defaults()
     import jax
-
     from fid_features import load_images
 
     if args.num_images % args.batch_size:

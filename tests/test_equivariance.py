@@ -65,9 +65,7 @@ def test_translations_match_reference(shape):
     x = _uniform(shape, 0)
     for tx, ty in TRANSLATIONS:
         _assert_same(eq.apply_integer_translation(x, tx, ty), ref.apply_integer_translation(_nchw(x), tx, ty))
-        _assert_same(
-            eq.apply_fractional_translation(x, tx, ty), ref.apply_fractional_translation(_nchw(x), tx, ty)
-        )
+        _assert_same(eq.apply_fractional_translation(x, tx, ty), ref.apply_fractional_translation(_nchw(x), tx, ty))
     ours = eq.apply_fractional_translation(x, 0.07, -0.11, a=2)
     _assert_same(ours, ref.apply_fractional_translation(_nchw(x), 0.07, -0.11, a=2))
 
@@ -90,9 +88,7 @@ def test_bandlimit_filter_matches_reference():
 def test_rotations_match_reference(angle):
     x = _uniform((2, 32, 32, 3), 1)
     _assert_same(eq.apply_fractional_rotation(x, angle), ref.apply_fractional_rotation(_nchw(x), angle))
-    _assert_same(
-        eq.apply_fractional_pseudo_rotation(x, angle), ref.apply_fractional_pseudo_rotation(_nchw(x), angle)
-    )
+    _assert_same(eq.apply_fractional_pseudo_rotation(x, angle), ref.apply_fractional_pseudo_rotation(_nchw(x), angle))
 
 
 def test_general_affine_on_a_non_square_image_matches_reference():

@@ -82,7 +82,9 @@ def test_reader_decodes_what_protobuf_wrote(layers, v1, legacy_shapes):
     net = caffemodel.parse_caffemodel(reference.serialize(layers, v1=v1, legacy_shapes=legacy_shapes))
     assert net.name == "illust2vec"
     assert [(layer.name, layer.type) for layer in net.layers] == [
-        ("data", "Data"), *PROTOTXT_LAYERS, ("loss", "SigmoidCrossEntropyLoss")
+        ("data", "Data"),
+        *PROTOTXT_LAYERS,
+        ("loss", "SigmoidCrossEntropyLoss"),
     ]
     for written, read in zip(layers, net.layers):
         assert (read.bottom, read.top) == (written["bottom"], written["top"]), read.name
@@ -97,7 +99,11 @@ def test_reader_decodes_what_protobuf_wrote(layers, v1, legacy_shapes):
                     "group": 1, "bias_term": True, "axis": 1}  # fmt: skip
     pool = net.layer("pool4").params
     assert (pool["pool"], pool["kernel"], pool["stride"], pool["pad"], pool["round_mode"]) == (
-        "MAX", (2, 2), (2, 2), (0, 0), "CEIL"
+        "MAX",
+        (2, 2),
+        (2, 2),
+        (0, 0),
+        "CEIL",
     )
     assert net.layer("encode1").params["num_output"] == ENCODE_DIM
     assert net.layer("encode2").params == {"num_output": TAGS, "bias_term": True, "axis": 1, "transpose": False}
@@ -248,8 +254,8 @@ def test_fid_i2v_end_to_end_equals_the_formula_in_one_pass(random_networks, tmp_
     evaluator, images = _evaluator(config, tmp_path, num_devices=2)
     calls = []
     original = evaluator.network_features
-    evaluator.network_features = lambda batch, networks: calls.append(tuple(sorted(networks))) or original(
-        batch, networks
+    evaluator.network_features = lambda batch, networks: (
+        calls.append(tuple(sorted(networks))) or original(batch, networks)
     )
     real, other = jnp.asarray(images[:16]), jnp.asarray(images[16:24])  # 16 real images, 8 generated.
     metrics = ("fid", "fid_i2v", "kid", "kid_i2v")

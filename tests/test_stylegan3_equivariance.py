@@ -12,7 +12,6 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from animejax.metrics.equivariance import equivariance_psnr

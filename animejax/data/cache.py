@@ -5,6 +5,11 @@ the memmap. The cache is keyed by the source's name and fingerprint and the
 image size, written to a temporary file and renamed when complete, so an
 interrupted build is never mistaken for a finished one. Temporary files of
 builds whose process died (on this host) are removed by the next build.
+
+In a multi-host run each host builds its own cache, on its own local disk, from
+its own shard of the source only (`pipeline.load_images`); the shard's
+fingerprint is part of the key, and so is the source's name, which for a
+bucket folder is its URL.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from animejax import storage
 from animejax.data import cache, sources, synthetic
 from animejax.errors import ConfigError
 
@@ -54,14 +55,29 @@ def default_cache_dir() -> str:
     return os.path.join(root, "animejax", "decoded")
 
 
+def local_cache_dir(data: ml_collections.ConfigDict) -> str:
+    """`data.cache_dir` or the default: a folder on this host's disk (the cache is a memmap), never a URL."""
+    if data.cache_dir and storage.is_url(data.cache_dir):
+        raise ConfigError(
+            f"data.cache_dir={data.cache_dir!r} is a URL, but the decode cache is a memory-mapped file on each "
+            "host's local disk: give a local folder (or leave it empty for ~/.cache/animejax/decoded). "
+            "data.path may be a bucket URL."
+        )
+    return os.path.expanduser(data.cache_dir) if data.cache_dir else default_cache_dir()
+
+
 def load_images(data: ml_collections.ConfigDict, process_index: int = 0, process_count: int = 1):
     """This process's decoded images and their source.
+
+    Each host decodes only its own shard (`make_source`) into its own local cache, keyed by the source's name
+    (a local path or a bucket URL), the shard's fingerprint and the image size.
 
     Returns:
       (uint8 [N, S, S, 3] memmap, the ImageSource they were decoded from).
     """
+    cache_dir = local_cache_dir(data)
     source = make_source(data, process_index, process_count)
-    return cache.cached_images(source, data.cache_dir or default_cache_dir(), data.num_workers), source
+    return cache.cached_images(source, cache_dir, data.num_workers), source
 
 
 def check_enough_images(images: np.ndarray, local_batch: int, where: str) -> None:

@@ -6,11 +6,15 @@ uint8 [H, W, 3] array already cropped and resized to the source's
 decoded (the cache builder skips those with a warning and counts them).
 `fingerprint()` changes whenever the content would change, so the decode
 cache can be keyed on it.
+
+A folder may be a bucket URL (gs://bucket/faces): it is listed once through etils.epath
+and each image is read through it (see `animejax.storage`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -19,6 +23,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from animejax import storage
 from animejax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -126,6 +131,33 @@ def scan_images(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
     return paths, skipped
 
 
+def _url_sort_key(relative: str) -> list[tuple[int, str]]:
+    """Orders a bucket listing as `scan_images` orders a local folder: a folder's files, then its sub-folders."""
+    *folders, name = relative.split("/")
+    return [(1, folder) for folder in folders] + [(0, name)]
+
+
+def scan_url_images(folder: str) -> list[str]:
+    """The image objects under a bucket folder URL, recursively, as URLs, in `scan_images`' order.
+
+    One listing of the prefix (epath's walk); object stores have no links, special files or permission bits
+    per object, so nothing is skipped.
+    """
+    base = storage.as_path(folder, "data.path")
+    text = os.fspath(base).rstrip("/")
+    scheme = text.split("://", 1)[0] + "://"
+    bare = text[len(scheme) :]
+    relative = []
+    for root, _, files in base.walk():
+        root = os.fspath(root).rstrip("/")
+        root = root[len(scheme) :] if root.startswith(scheme) else root  # fsspec backends drop the scheme.
+        prefix = root[len(bare) :].lstrip("/")
+        relative += [
+            f"{prefix}/{name}" if prefix else name for name in files if name.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+    return [f"{text}/{name}" for name in sorted(relative, key=_url_sort_key)]
+
+
 def list_images(folder: str) -> list[str]:
     """The usable image files under `folder` (see `scan_images`), in a stable order."""
     return scan_images(folder)[0]
@@ -135,24 +167,32 @@ class ImageFolder:
     """Every jpg/png/webp/bmp file under a folder, recursively.
 
     Args:
-      folder: the directory to read.
+      folder: the directory to read: a local path or a bucket URL (gs://bucket/faces).
       image_size: output side; images are centre-cropped then resized.
       paths: an explicit subset of files (e.g. one process's shard); all files
         under `folder` when None.
     """
 
     def __init__(self, folder: str, image_size: int, paths: Sequence[str] | None = None):
-        folder = os.path.expanduser(folder)
-        if not os.path.isdir(folder):
+        self.is_url = storage.is_url(folder)
+        if self.is_url:
+            folder = os.fspath(storage.check_reachable(folder, "data.path")).rstrip("/")
+            exists = storage.as_path(folder).is_dir()
+        else:
+            folder = os.path.expanduser(folder)
+            exists = os.path.isdir(folder)
+        if not exists:
             raise DataError(
                 f"Image folder {folder!r} does not exist. Set --config.data.path to a folder of "
                 "jpg/png/webp images, or use --config.data.source=synthetic for the built-in set."
             )
         self.folder = folder
-        self.name = f"folder:{os.path.abspath(folder)}"
+        self.name = f"folder:{folder if self.is_url else os.path.abspath(folder)}"
         self.image_size = image_size
         self.skipped: list[tuple[str, str]] = []
-        if paths is None:
+        if paths is None and self.is_url:
+            paths = scan_url_images(folder)
+        elif paths is None:
             paths, self.skipped = scan_images(folder)
             if self.skipped:
                 named = "; ".join(f"{path} ({why})" for path, why in self.skipped[:_MAX_NAMED_SKIPS])
@@ -174,7 +214,12 @@ class ImageFolder:
         return len(self.paths)
 
     def fingerprint(self) -> str:
+        """Local files: names, sizes and mtimes. Bucket objects: names only (one stat per object would cost one
+        request each), so an image replaced under the same name needs the cache deleted, or a new name."""
         digest = hashlib.sha256()
+        if self.is_url:
+            digest.update("\n".join(self.paths).encode())
+            return digest.hexdigest()[:16]
         for path in self.paths:
             try:
                 info = os.stat(path)
@@ -186,7 +231,7 @@ class ImageFolder:
     def load(self, index: int) -> np.ndarray:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(storage.as_path(path).read_bytes()) if self.is_url else path) as image:
                 image.load()
                 return center_crop_resize(image, self.image_size)
         except Exception as error:  # PIL raises many types for bad files.

@@ -7,6 +7,9 @@ stored image bytes with PIL, centre-cropped and resized. None of this imports
 TensorFlow (from tensorflow-datasets 4.9.6). It reads any prepared image
 dataset stored as ArrayRecord; `animejax.data.tfds_anime` builds `anime_faces`,
 and a missing dataset's error names the command that prepares it.
+
+The data dir (or a version directory) may be a bucket URL: TFDS opens it through etils.epath, and the
+ArrayRecord reader reads gs:// files itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PIL import Image
 from tensorflow_datasets.core import read_only_builder
 from tensorflow_datasets.core.utils import file_utils as tfds_file_utils
 
+from animejax import storage
 from animejax.data.sources import CorruptImageError, DataError, center_crop_resize
 from animejax.data.tfds_anime import NAME
 
@@ -49,9 +53,15 @@ def _file_formats(info: tfds.core.DatasetInfo) -> set[tfds.core.FileFormat]:
 
 def _open_builder(name_or_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """The prepared dataset's read-only builder, or a DataError saying how to prepare it."""
-    expanded = os.path.expanduser(name_or_dir)
-    if os.path.isdir(expanded):
-        if not os.path.exists(os.path.join(expanded, "dataset_info.json")):
+    if storage.is_url(name_or_dir):
+        directory = storage.check_reachable(name_or_dir, "data.path")
+        expanded = os.fspath(directory)
+        is_dir = directory.is_dir()
+    else:
+        expanded = os.path.expanduser(name_or_dir)
+        is_dir = os.path.isdir(expanded)
+    if is_dir:
+        if not storage.as_path(storage.join(expanded, "dataset_info.json")).exists():
             raise DataError(
                 f"{expanded!r} is not a prepared TFDS dataset directory (no dataset_info.json); pass the "
                 "version directory (e.g. ~/tensorflow_datasets/anime_faces/1.0.0) or a dataset name."
@@ -93,7 +103,7 @@ class TfdsImages:
         self, name_or_dir: str, split: str, image_size: int, data_dir: str | None = None, image_key: str = "image"
     ):
         if data_dir:
-            data_dir = os.path.abspath(os.path.expanduser(data_dir))
+            data_dir = os.fspath(storage.check_reachable(data_dir, "data.tfds_data_dir"))
         builder = _open_builder(name_or_dir, data_dir)
         info = builder.info
         formats = _file_formats(info)
@@ -131,7 +141,7 @@ class TfdsImages:
             (os.fspath(instruction.filename), instruction.skip, instruction.take)
             for instruction in info.splits[split].file_instructions  # After as_data_source fixed the format.
         ]
-        self.data_dir = os.path.abspath(os.fspath(builder.data_dir))
+        self.data_dir = os.fspath(storage.as_path(builder.data_dir))
         self.split = split
         self.name = f"tfds:{info.full_name}[{split}]"
         self.image_size = image_size
@@ -141,10 +151,15 @@ class TfdsImages:
 
     def fingerprint(self) -> str:
         """Changes with the data files (names, sizes, mtimes), the split and the shard."""
-        digest = hashlib.sha256(f"{os.path.abspath(self.data_dir)}|{self.split}|{self._indices!r}\n".encode())
+        digest = hashlib.sha256(f"{self.data_dir}|{self.split}|{self._indices!r}\n".encode())
         for filename, skip, take in self._files:
-            stat = os.stat(filename)
-            digest.update(f"{os.path.basename(filename)}|{skip}|{take}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            if storage.is_url(filename):  # A bucket object: its size and modification time (seconds).
+                info = storage.as_path(filename).stat()
+                size, mtime = info.length, info.mtime
+            else:
+                info = os.stat(filename)
+                size, mtime = info.st_size, info.st_mtime_ns
+            digest.update(f"{os.path.basename(filename)}|{skip}|{take}|{size}|{mtime}\n".encode())
         return digest.hexdigest()[:16]
 
     def record_name(self, index: int) -> str:

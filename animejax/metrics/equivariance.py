@@ -156,9 +156,7 @@ def construct_affine_bandlimit_filter(
         return np.fft.ifft2(np.fft.fft2(p) * np.fft.fft2(q)).real
 
     f = circular_conv(sinc(xi * cutoff_in) * sinc(yi * cutoff_in), sinc(xo * cutoff_out) * sinc(yo * cutoff_out))
-    w = circular_conv(
-        lanczos_window(xi, a) * lanczos_window(yi, a), lanczos_window(xo, a) * lanczos_window(yo, a)
-    )
+    w = circular_conv(lanczos_window(xi, a) * lanczos_window(yi, a), lanczos_window(xo, a) * lanczos_window(yo, a))
     f = f * w
 
     c = (aflt - amax) * up

@@ -149,8 +149,10 @@ def stylegan3_networks(config: ml_collections.ConfigDict) -> tuple[nn.Module, nn
     except ValueError as error:
         raise ConfigError(f"StyleGAN3 does not fit data.image_size={size}: {error}.") from None
     if not model.magnitude_ema_kimg > 0:
-        raise ConfigError(f"model.magnitude_ema_kimg must be > 0 (a half-life in thousands of images), got "
-                          f"{model.magnitude_ema_kimg}.")
+        raise ConfigError(
+            f"model.magnitude_ema_kimg must be > 0 (a half-life in thousands of images), got "
+            f"{model.magnitude_ema_kimg}."
+        )
     widths = dict(channel_base=model.channel_base, channel_max=model.channel_max)
     if model.arch == "stylegan3-r":
         widths = stylegan3.stylegan3_r_kwargs(model.channel_base, model.channel_max)

@@ -117,8 +117,18 @@ _ENUMS = {
     "PoolingParameter": ("PoolMethod", {"MAX": 0, "AVE": 1, "STOCHASTIC": 2}),
     "V1LayerParameter": (
         "LayerType",
-        {"NONE": 0, "CONVOLUTION": 4, "DATA": 5, "DROPOUT": 6, "INNER_PRODUCT": 14, "LRN": 15, "POOLING": 17,
-         "RELU": 18, "SIGMOID": 19, "SIGMOID_CROSS_ENTROPY_LOSS": 27},
+        {
+            "NONE": 0,
+            "CONVOLUTION": 4,
+            "DATA": 5,
+            "DROPOUT": 6,
+            "INNER_PRODUCT": 14,
+            "LRN": 15,
+            "POOLING": 17,
+            "RELU": 18,
+            "SIGMOID": 19,
+            "SIGMOID_CROSS_ENTROPY_LOSS": 27,
+        },
     ),
 }
 _V1_CODES = {
@@ -167,39 +177,98 @@ def illust2vec_layers(channels, encode_dim: int, input_size: int, tags: int, see
     """
     rng = np.random.default_rng(seed)
     layers = [{"name": "data", "type": "Data", "bottom": [], "top": ["data"], "params": {}, "blobs": []}]
-    conv_names = ["conv1_1", "conv2_1", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2",
-                  "conv6_1", "conv6_2", "conv6_3"]
+    conv_names = [
+        "conv1_1",
+        "conv2_1",
+        "conv3_1",
+        "conv3_2",
+        "conv4_1",
+        "conv4_2",
+        "conv5_1",
+        "conv5_2",
+        "conv6_1",
+        "conv6_2",
+        "conv6_3",
+    ]
     pools = {"conv1_1": "pool1", "conv2_1": "pool2", "conv3_2": "pool3", "conv4_2": "pool4", "conv5_2": "pool5"}
     blob, width = "data", 3
     for name, out in zip(conv_names, channels):
         weight = rng.normal(size=(out, width, 3, 3)) * np.sqrt(2.0 / (9 * width))
         bias = rng.normal(size=out) * 0.1
         conv = {"num_output": out, "pad": [1], "kernel_size": [3], "stride": [1]}
-        layers.append({"name": name, "type": "Convolution", "bottom": [blob], "top": [name],
-                       "params": {"convolution_param": conv}, "blobs": [weight, bias]})
+        layers.append(
+            {
+                "name": name,
+                "type": "Convolution",
+                "bottom": [blob],
+                "top": [name],
+                "params": {"convolution_param": conv},
+                "blobs": [weight, bias],
+            }
+        )
         blob, width = name, out
-        layers.append({"name": "relu" + name[4:], "type": "ReLU", "bottom": [blob], "top": [blob], "params": {},
-                       "blobs": []})
+        layers.append(
+            {"name": "relu" + name[4:], "type": "ReLU", "bottom": [blob], "top": [blob], "params": {}, "blobs": []}
+        )
         if name in pools:
             pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
-            layers.append({"name": pools[name], "type": "Pooling", "bottom": [blob], "top": [pools[name]],
-                           "params": {"pooling_param": pool}, "blobs": []})
+            layers.append(
+                {
+                    "name": pools[name],
+                    "type": "Pooling",
+                    "bottom": [blob],
+                    "top": [pools[name]],
+                    "params": {"pooling_param": pool},
+                    "blobs": [],
+                }
+            )
             blob = pools[name]
-    layers.append({"name": "drop6_3", "type": "Dropout", "bottom": [blob], "top": [blob],
-                   "params": {"dropout_param": {"dropout_ratio": 0.5}}, "blobs": []})
+    layers.append(
+        {
+            "name": "drop6_3",
+            "type": "Dropout",
+            "bottom": [blob],
+            "top": [blob],
+            "params": {"dropout_param": {"dropout_ratio": 0.5}},
+            "blobs": [],
+        }
+    )
     fan_in = width * (input_size // 32) ** 2
     for name, out, inputs in (("encode1", encode_dim, fan_in), ("encode2", tags, encode_dim)):
         weight = rng.normal(size=(out, inputs)) * np.sqrt(1.0 / inputs)
-        layers.append({"name": name, "type": "InnerProduct", "bottom": [blob], "top": [name],
-                       "params": {"inner_product_param": {"num_output": out}},
-                       "blobs": [weight, rng.normal(size=out) * 0.1]})
+        layers.append(
+            {
+                "name": name,
+                "type": "InnerProduct",
+                "bottom": [blob],
+                "top": [name],
+                "params": {"inner_product_param": {"num_output": out}},
+                "blobs": [weight, rng.normal(size=out) * 0.1],
+            }
+        )
         blob = name
         if name == "encode1":
-            layers.append({"name": "encode1neuron", "type": "Sigmoid", "bottom": ["encode1"],
-                           "top": ["encode1neuron"], "params": {}, "blobs": []})
+            layers.append(
+                {
+                    "name": "encode1neuron",
+                    "type": "Sigmoid",
+                    "bottom": ["encode1"],
+                    "top": ["encode1neuron"],
+                    "params": {},
+                    "blobs": [],
+                }
+            )
             blob = "encode1neuron"
-    layers.append({"name": "loss", "type": "SigmoidCrossEntropyLoss", "bottom": ["encode2", "label"],
-                   "top": ["loss"], "params": {}, "blobs": []})
+    layers.append(
+        {
+            "name": "loss",
+            "type": "SigmoidCrossEntropyLoss",
+            "bottom": ["encode2", "label"],
+            "top": ["loss"],
+            "params": {},
+            "blobs": [],
+        }
+    )
     return layers
 
 
@@ -283,9 +352,10 @@ def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, pad: int) -> np.n
     x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     height, width = x.shape[2] - k + 1, x.shape[3] - k + 1
     windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # [N, C, H, W, k, k]
-    return np.einsum("nchwij,ocij->nohw", windows[:, :, :height, :width], weight, optimize=True) + bias[
-        None, :, None, None
-    ]
+    return (
+        np.einsum("nchwij,ocij->nohw", windows[:, :, :height, :width], weight, optimize=True)
+        + bias[None, :, None, None]
+    )
 
 
 def _max_pool(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
