@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-FAMILIES = ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae", "srgan")
+FAMILIES = ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae", "srgan", "stylegan3")
 DTYPES = ("bfloat16", "float32")
 # Dense peak FLOP/s by device kind (NVIDIA data sheets, SXM parts): (bf16 tensor core, TF32 tensor core).
 PEAK_FLOPS = {"H100": (989e12, 494e12), "H200": (989e12, 494e12), "A100": (312e12, 156e12), "V100": (125e12, 15.7e12)}
@@ -90,11 +90,13 @@ def load_config(family: str, sizes: Sizes, dtype: str):
         if sizes.variant == "quick":
             config.data.image_size = 32
             config.model.channels, config.model.num_blocks, config.model.d_channels = 8, 1, 8
-    if family == "stylegan2":
-        config.stylegan.augment = "none"  # The torch version has no ADA (benchmarks/stylegan2_step.py).
+    if family in ("stylegan2", "stylegan3"):
+        config.stylegan.augment = "none"  # The torch versions have no ADA (benchmarks/stylegan2_step.py).
         if sizes.variant == "quick":  # The dry run: the narrowest networks that exercise every layer.
             config.model.z_dim = config.model.w_dim = 8
             config.model.channel_base, config.model.channel_max = 256, 16
+            if family == "stylegan3":
+                config.model.num_layers = 4
     return config
 
 
@@ -153,12 +155,15 @@ class TrainPair:
 
         device = torch_device()  # Also torch's default device (set in `main`), which the runners rely on.
         images_nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-        if family in ("stylegan2", "srgan"):  # Their benchmarks pair the two steps (and compile the JAX one).
+        if family in ("stylegan2", "stylegan3", "srgan"):  # Their benchmarks pair the steps (and compile JAX's).
             import srgan_step
             import stylegan2_step
+            import stylegan3_torch
 
             if family == "stylegan2":
                 jax_run, self.torch_run, self.jax_step = stylegan2_step.make_runners(config, images)
+            elif family == "stylegan3":
+                jax_run, self.torch_run, self.jax_step = stylegan3_torch.make_torch_runners(config, images)
             else:  # The adversarial phase: D's step, then G's.
                 jax_run, self.torch_run, self.jax_step = srgan_step.make_runners(config, images, "adversarial")
             self.compiled, self.jax_run = jax_run.__self__.compiled, jax_run

@@ -23,7 +23,7 @@ def test_dry_run_runs_every_entry(tmp_path):
     errors = [r for r in report["results"] if "error" in r]
     assert not errors, errors
     names = [r["entry"] for r in report["results"]]
-    for family in ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae"):
+    for family in ("ddpm", "stylegan2", "dcgan", "resdcgan", "wgan_gp", "vae", "stylegan3"):
         assert f"train {family}" in names
         assert any(name.startswith(f"sample {family}") for name in names)
     assert {r["dtype"] for r in report["results"] if r["entry"] == "train dcgan"} == {"float32", "bfloat16"}
