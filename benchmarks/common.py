@@ -162,14 +162,33 @@ def profile_torch_ops(run, steps: int, top: int) -> str:
     return "\n".join(lines)
 
 
-def force_transposed_conv(implementation: str) -> None:
-    """Makes animejax's transposed convolutions run as `implementation` ("phases" or "native"); "auto" keeps the
-    backend's choice (`animejax.models.layers.transposed_conv_implementation`). Call before building steps."""
-    if implementation == "auto":
-        return
-    from animejax.models import layers
+class force_transposed_conv:
+    """Makes animejax's transposed convolutions run as `implementation` ("phases" or "native"; "auto" keeps the
+    backend's choice, `animejax.models.layers.transposed_conv_implementation`). Called as a statement it holds
+    for the rest of the process; used as `with force_transposed_conv(...):` the previous choice comes back after
+    the block. Steps traced meanwhile keep the implementation they were traced with."""
 
-    layers.transposed_conv_implementation = lambda: implementation
+    def __init__(self, implementation: str):
+        from animejax.models import layers
+
+        self._layers, self._previous = layers, layers.transposed_conv_implementation
+        if implementation != "auto":
+            layers.transposed_conv_implementation = lambda: implementation
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._layers.transposed_conv_implementation = self._previous
+
+
+def load_averages() -> str:
+    """The 1, 5 and 15-minute load averages from /proc/loadavg ("n/a" where there is none)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 class JaxStep:

@@ -294,10 +294,9 @@ def transposed_conv_entry(dtype: str, sizes: Sizes) -> dict:
     """The paper DCGAN generator's forward + backward with its transposed convolutions as four phase convolutions
     (animejax's CPU choice) against XLA's native transposed convolution (its GPU/TPU choice): the measurement
     `animejax.models.layers.transposed_conv_implementation` is to follow on this backend."""
-    from unittest import mock
-
     import jax
     import jax.numpy as jnp
+    from common import force_transposed_conv
 
     from animejax.models import dcgan, layers
 
@@ -309,7 +308,7 @@ def transposed_conv_entry(dtype: str, sizes: Sizes) -> dict:
     variables = model.init(jax.random.PRNGKey(1), latents)
 
     def timed(implementation: str):
-        with mock.patch.object(layers, "transposed_conv_implementation", lambda: implementation):
+        with force_transposed_conv(implementation):
 
             @jax.jit
             def step(params, latents):

@@ -59,7 +59,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CompiledSteps, pin_threads  # noqa: E402
+from common import CompiledSteps, load_averages, pin_threads  # noqa: E402
 from vae_step import machine  # noqa: E402
 
 PARITY_LIMIT = 0.05  # A relative difference above this is a bug, not rounding (TF32 on GPUs stays ~1e-3).
@@ -613,7 +613,7 @@ def main(argv=None) -> None:
     )
     table = f"{header}\n|---|---|---|---|---|---|---|---|---|---|---|---|\n{row}"
     print(table)
-    print(f"# 1-min load during timings {min(loads):.2f} to {max(loads):.2f}; load averages now {_uptime()}")
+    print(f"# 1-min load during timings {min(loads):.2f} to {max(loads):.2f}; load averages now {load_averages()}")
     if args.append:
         command = "python benchmarks/stylegan2_step.py " + " ".join(argv)
         with open(args.append, "a") as f:
@@ -628,14 +628,6 @@ def main(argv=None) -> None:
                 + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
                 + f".\n\n{table}\n"
             )
-
-
-def _uptime() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CompiledSteps, pin_threads  # noqa: E402
+from common import CompiledSteps, load_averages, pin_threads  # noqa: E402
 from stylegan3_torch import make_torch_runners  # noqa: E402
 from vae_step import machine  # noqa: E402
 
@@ -302,7 +302,7 @@ def main(argv=None) -> dict:
     print(
         f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}, {threads} thread(s); "
         f"jax {jax.__version__} on {device.platform} ({device.device_kind}); "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {_loadavg()}",
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {load_averages()}",
         flush=True,
     )
     print(
@@ -407,7 +407,7 @@ def main(argv=None) -> dict:
             ),
             flush=True,
         )
-    print(f"# load averages now {_loadavg()}", flush=True)
+    print(f"# load averages now {load_averages()}", flush=True)
     out = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/stylegan3_step.py " + " ".join(argv),
@@ -428,7 +428,7 @@ def main(argv=None) -> dict:
         "ratios": ratios,
         "paper_ratios": paper,
         "paper_sec_per_kimg": PAPER,
-        "load_end": _loadavg(),
+        "load_end": load_averages(),
     }
     if args.json:
         with open(args.json, "w") as f:
@@ -465,7 +465,7 @@ def torch_main(args: argparse.Namespace, argv: list[str], names: list[str], thre
     print(
         f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}, {threads} thread(s); "
         f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({device}); "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {_loadavg()}",
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {load_averages()}",
         flush=True,
     )
     runners = {}
@@ -560,7 +560,7 @@ def torch_main(args: argparse.Namespace, argv: list[str], names: list[str], thre
             flush=True,
         )
     print("\n".join(rows))
-    print(f"# 1-min load during timings {min(loads):.2f} to {max(loads):.2f}; load averages now {_loadavg()}")
+    print(f"# 1-min load during timings {min(loads):.2f} to {max(loads):.2f}; load averages now {load_averages()}")
     out = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/stylegan3_step.py " + " ".join(argv),
@@ -583,14 +583,6 @@ def torch_main(args: argparse.Namespace, argv: list[str], names: list[str], thre
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     return out
-
-
-def _loadavg() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 if __name__ == "__main__":
