@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 64  # Global batch over all devices and processes.
     train.num_steps = 20_000
+    # Also stop once training has taken this many seconds over all sessions (0 = no limit): equal-compute
+    # comparisons. Grids and in-training evaluations do not count; the run ends complete at that step.
+    train.time_budget_s = 0.0
     train.log_every = 100
     train.sample_every = 1_000  # Sample/reconstruction grids (TensorBoard and PNG).
     train.checkpoint_every = 1_000

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from animejax import checkpoint, evaluation, inference, rng, sharding, storage, writers
+from animejax import checkpoint, evaluation, inference, rng, sharding, storage, training_clock, writers
 from animejax.data import pipeline
 from animejax.errors import UserError
 from animejax.methods.base import average_metrics, make_train_step, model_batch, place_frozen
@@ -204,8 +204,8 @@ class _Loop:
             writers.log_line(progress.line(step, scalars, scalars["perf/images_per_second"]))
         self.throughput.reset()
 
-    def _side_work(self, step: int, state) -> None:
-        """Preview grids and in-training evaluations, which do not count in images/s."""
+    def _side_work(self, step: int, state, clock: training_clock.TrainingClock) -> None:
+        """Preview grids and in-training evaluations, which count neither in images/s nor in training time."""
         start = time.monotonic()
         if self._due(step, self.config.train.sample_every):
             grids = self.preview(state, self.preview_batch, self.preview_rng)
@@ -213,11 +213,20 @@ class _Loop:
         if self.in_training_eval and self._due(step, self.config.eval.every_steps):
             self.in_training_eval(step, state)
         self.throughput.pause(time.monotonic() - start)
+        clock.pause(time.monotonic() - start)
 
     def run_to_end(self) -> Any:
-        """Steps until `train.num_steps` and returns the final state; raises `Interrupted` after a stop signal."""
+        """Steps until `train.num_steps` or `train.time_budget_s` and returns the final state.
+
+        Raises:
+          Interrupted: after a stop signal, once the current step is saved.
+        """
         run, train = self.run, self.config.train
         state, step = run.state, int(run.state.step)
+        clock = training_clock.TrainingClock(self.workdir, step, train.get("time_budget_s", 0.0))  # Older runs lack it.
+        if step < train.num_steps and 0 < clock.budget_s <= clock.spent_before:
+            logging.info("The time budget (%.0f s) was spent at step %d: nothing to train.", clock.budget_s, step)
+            return state
         batches = pipeline.iterate_batches(
             self.dataset, step, self.config.data.loader_threads, self.config.data.prefetch
         )
@@ -230,7 +239,7 @@ class _Loop:
                 step += 1
                 history.append(metrics)
                 self.throughput.steps += 1
-                stopping = agreed_stop(stop.signal_name is not None)
+                stopping = agreed_stop(stop.signal_name is not None or clock.budget_spent())
                 due_log, due_checkpoint = self._due(step, train.log_every), self._due(step, train.checkpoint_every)
                 if due_log or due_checkpoint or stopping:
                     scalars = average_metrics(history)
@@ -239,9 +248,19 @@ class _Loop:
                     history = []
                 if due_log:
                     self._log(step, scalars, progress)
-                self._side_work(step, state)
+                self._side_work(step, state, clock)
+                budget_stop = stopping and stop.signal_name is None and clock.budget_spent()
                 if due_checkpoint or stopping:
                     run.checkpointer.save(step, state, force=True)
+                    clock.save(step, budget_stop)
+                if budget_stop:
+                    logging.info(
+                        "Time budget of %.0f s spent at step %d of %d: saved; the run is complete.",
+                        clock.budget_s,
+                        step,
+                        train.num_steps,
+                    )
+                    break
                 if stopping:
                     raise Interrupted(stop.signal_name or "a stop signal in another process", step)
         return state

@@ -445,3 +445,49 @@ def test_vae_learns_on_real_faces(shared_faces, cache_dir, tmp_path):
     state = train.train_and_evaluate(config, str(tmp_path / "trained"))
     after = run.method.evaluate(state, some_faces)["eval/mse_per_pixel"]
     assert after < 0.4 * before, (before, after)
+
+
+def test_time_budget_ends_the_run_complete_and_resumes_bit_exact(tmp_path, cache_dir, straight_six_steps):
+    from animejax import training_clock
+    from animejax.report import runs as runs_lib
+
+    state = train.train_and_evaluate(tiny_config(cache_dir, num_steps=6, time_budget_s=1e-6), str(tmp_path))
+    assert int(state.step) == 1  # The first step's compilation alone spends the budget.
+    assert checkpoint.Checkpointer(str(tmp_path), tiny_config(cache_dir)).latest_step() == 1
+    record = training_clock.read_record(str(tmp_path))
+    assert record["budget_spent_at_step"] == 1 and record["seconds_at_step"]["1"] > 0
+    assert runs_lib.load_run(str(tmp_path), "budget").status() == "complete (time budget spent at step 1 of 6)"
+
+    again = train.train_and_evaluate(tiny_config(cache_dir, num_steps=6, time_budget_s=1e-6), str(tmp_path))
+    assert int(again.step) == 1  # Spent: the rerun trains nothing.
+
+    # A raised budget (here none) trains on to num_steps, exactly as a run that never stopped.
+    state = train.train_and_evaluate(tiny_config(cache_dir, num_steps=6), str(tmp_path))
+    assert int(state.step) == 6
+    record = training_clock.read_record(str(tmp_path))
+    assert record["budget_spent_at_step"] is None
+    seconds = [record["seconds_at_step"][str(step)] for step in (1, 2, 4, 6)]
+    assert seconds == sorted(seconds)
+    assert runs_lib.load_run(str(tmp_path), "budget").status() == "complete"
+    resumed = restore_params(str(tmp_path), 6)
+    for x, y in zip(jax.tree.leaves(straight_six_steps["params"]), jax.tree.leaves(resumed["params"])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_training_clock_counts_over_sessions_without_side_work(tmp_path, monkeypatch):
+    from animejax import training_clock
+
+    now = [100.0]
+    monkeypatch.setattr(training_clock.time, "monotonic", lambda: now[0])
+    first = training_clock.TrainingClock(str(tmp_path), 0, budget_s=8.0)
+    now[0] += 5.0
+    first.save(2)
+    second = training_clock.TrainingClock(str(tmp_path), 2, budget_s=8.0)  # Resumed from step 2: 5 s spent.
+    now[0] += 2.0
+    assert second.seconds() == pytest.approx(7.0) and not second.budget_spent()
+    now[0] += 10.0
+    second.pause(10.0)  # An evaluation: not training time.
+    assert not second.budget_spent()
+    now[0] += 1.5
+    assert second.seconds() == pytest.approx(8.5) and second.budget_spent()
+    assert not training_clock.TrainingClock(str(tmp_path), 2, budget_s=0.0).budget_spent()  # 0: no budget.

@@ -15,7 +15,7 @@ import tempfile
 
 import ml_collections
 
-from animejax import saved_config, storage
+from animejax import saved_config, storage, training_clock
 from animejax.errors import UserError
 
 # The eval fields that belong to the training run, not to the shared evaluation (see settings.py).
@@ -241,7 +241,7 @@ class RunInfo:
         return f"{self.config.method} ({arch})" if arch else str(self.config.method)
 
     def status(self) -> str:
-        """complete | running | crashed/stopped | diverged | no checkpoint, with the reason."""
+        """complete | complete (time budget) | running | crashed/stopped | diverged | no checkpoint, with reasons."""
         num_steps = int(self.config.train.num_steps)
         last = self.checkpoints[-1] if self.checkpoints else None
         notes = []
@@ -251,6 +251,8 @@ class RunInfo:
             notes.append(f"running (step {last or 0} of {num_steps} saved)")
         elif last is None:
             notes.append("no checkpoint")
+        elif last < num_steps and training_clock.budget_stop_step(self.workdir) == last:
+            notes.append(f"complete (time budget spent at step {last} of {num_steps})")
         elif last < num_steps:
             notes.append(f"stopped at step {last} of {num_steps}, no training process found (crashed or killed)")
         return "; ".join(notes) or "complete"
