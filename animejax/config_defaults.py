@@ -101,6 +101,7 @@ def eval_group() -> ml_collections.ConfigDict:
     evaluation.detector_scale_factor = 1.1
     evaluation.detector_min_neighbors = 3
     evaluation.detector_min_size = 24
+    evaluation.detector_min_image_size = 64  # Smaller images are enlarged to this side (bicubic) before detection.
     # During training: metrics every `every_steps` (0 = never) on fewer samples, and a best checkpoint.
     evaluation.every_steps = 0
     evaluation.train_metrics = ("fid", "swd")

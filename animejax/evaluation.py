@@ -183,6 +183,7 @@ class Evaluator:
                 "scale_factor": self.config.detector_scale_factor,
                 "min_neighbors": self.config.detector_min_neighbors,
                 "min_size": self.config.detector_min_size,
+                "smaller_images_enlarged_to": self.config.get("detector_min_image_size", 0),
             }
         return settings
 

@@ -64,11 +64,22 @@ flags.DEFINE_float(
 
 def _load_config(workdir: str):
     if FLAGS.config is not None:
-        return FLAGS.config
+        return split_comma_lists(FLAGS.config)
     path = storage.join(workdir, "config.json")
     if FLAGS.mode == "train" or not storage.as_path(path).exists():
         raise app.UsageError(f"--config is required (no saved config at {path}).")
     raise app.UsageError(f"could not read the saved config {path}.")
+
+
+def split_comma_lists(config):
+    """`--config.eval.metrics=fid,kid` gives the tuple ("fid,kid") (ml_collections parses only a Python literal
+    into a tuple): split each such one-string tuple at its commas, as the help and README write these lists."""
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            split_comma_lists(value)
+        elif isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str) and "," in value[0]:
+            config[key] = tuple(part.strip() for part in value[0].split(",") if part.strip())
+    return config
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:

@@ -170,6 +170,9 @@ def test_report_rows_and_values_equal_a_direct_eval(report):
     # The methods' own terms: the autoencoders' reconstruction error, absent (shown missing) for the GAN.
     assert rows["vae"]["table"]["mse_per_pixel"] != render.MISSING
     assert rows["dcgan"]["table"]["mse_per_pixel"] == render.MISSING
+    # Their other terms are in per-method tables, not in the main one.
+    assert "kl" in rows["vae"]["terms"] and "kl" not in rows["autoencoder"]["terms"]
+    assert {"d_real", "d_fake"} <= set(rows["dcgan"]["terms"]) and "d_real" not in data["columns"]
     assert set(rows["dcgan"]["parameters"]) == {"g_params", "d_params"}
     assert set(rows["vae"]["parameters"]) == {"params"}
     # Statuses: complete; stopped early with no process; no checkpoint, not evaluated yet still a row.
@@ -190,6 +193,9 @@ def test_report_files_hold_the_table_grids_and_plots(report):
     assert header in markdown
     for row in data["rows"]:
         assert "| " + " | ".join(row["table"][c] for c in data["columns"]) + " |" in markdown
+        if row["terms"]:  # The method's own table: its header, and its row.
+            assert "| run | " + " | ".join(row["terms"]) + " |" in markdown
+            assert f"| {row['run']} | " + " | ".join(row["terms"].values()) + " |" in markdown
     # Fixed-seed grids for every model; the autoencoders' N(0, I) and data-latent samplers side by side.
     grids = set(os.listdir(out / "grids"))
     for name in ("vae", "autoencoder", "dcgan"):

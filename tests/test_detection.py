@@ -145,3 +145,21 @@ def test_offline_and_missing_files_give_clear_errors(server, tmp_path):
     bad.write_bytes(b"x")
     with pytest.raises(detection.DetectorError, match="expected"):
         detection.detector_path(local_path=str(bad))
+
+
+@pytest.mark.parametrize("smallest,lowest,highest", [(64, 0.9, 1.0), (0, 0.3, 0.75)])
+def test_small_images_are_enlarged_before_detection(cascade, smallest, lowest, highest):
+    """At 32 px the cascade finds about half of the real faces; the detection metric enlarges them to
+    eval.detector_min_image_size first (0 keeps them as they are)."""
+    import types
+
+    from animejax import config_defaults
+    from animejax.metrics import registry
+
+    config = config_defaults.eval_group()
+    config.detector_min_image_size = smallest
+    metric = registry.get("detection")(config, 200)
+    metric.update(None, _load_faces(200, 32))
+    references = types.SimpleNamespace(detector_path=lambda: cascade)
+    rate = metric.results(references, "eval/")["eval/detection_rate200"]
+    assert lowest <= rate <= highest

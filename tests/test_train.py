@@ -491,3 +491,20 @@ def test_training_clock_counts_over_sessions_without_side_work(tmp_path, monkeyp
     now[0] += 1.5
     assert second.seconds() == pytest.approx(8.5) and second.budget_spent()
     assert not training_clock.TrainingClock(str(tmp_path), 2, budget_s=0.0).budget_spent()  # 0: no budget.
+
+
+def test_comma_separated_list_overrides_become_tuples():
+    from absl import flags
+    from ml_collections import config_flags
+
+    from animejax.main import split_comma_lists
+
+    argv = ["x", f"--config={REPO}/configs/vae.py:quick", "--config.eval.metrics=swd, detection"]
+    argv += ["--config.eval.train_metrics=swd", "--config.data.path=a,b"]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+    values(argv)
+    assert values.config.eval.metrics == ("swd, detection",)  # What ml_collections alone makes of it.
+    config = split_comma_lists(values.config)
+    assert config.eval.metrics == ("swd", "detection") and config.eval.train_metrics == ("swd",)
+    assert config.data.path == "a,b"  # Strings stay strings.

@@ -34,6 +34,7 @@ class AutoencoderMethod(Method):
     """Deterministic convolutional autoencoder."""
 
     variational = False
+    report_terms = ("mse_per_pixel",)  # The reconstruction error, comparable across autoencoders.
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)

@@ -77,6 +77,8 @@ class Method:
     # A conditional method (super-resolution) maps inputs to outputs with `translate` instead of drawing
     # samples with `generate`; metrics then score its outputs for the held-out images (data.holdout_images).
     conditional: bool = False
+    # Terms of `evaluate` the comparison report shows in its main table (its other terms get their own table).
+    report_terms: tuple[str, ...] = ()
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

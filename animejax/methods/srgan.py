@@ -99,6 +99,7 @@ class SRGANMethod(Method):
 
     progress_grid = "comparison"
     conditional = True
+    report_terms = ("psnr", "ssim")  # On the held-out images.
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)

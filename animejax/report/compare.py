@@ -50,6 +50,7 @@ class Row:
     grids: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     dataset: str = ""
     error: str | None = None
+    report_terms: tuple[str, ...] = ()  # The method's terms shown in the main table (Method.report_terms).
 
     @property
     def images_seen(self) -> int | None:
@@ -68,7 +69,8 @@ class Comparison:
     metric_settings: dict[str, Any]
     weights: dict[str, str]
     datasets: list[str]
-    columns: list[str]  # Result names in the table: the metrics' (known before any run) then the methods' own.
+    columns: list[str]  # Result names in the main table: the metrics' (known before any run), then report_terms.
+    term_columns: list[str]  # The methods' other terms, each shown in its method's own table.
 
 
 def eval_config(info: runs_lib.RunInfo, settings: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -143,6 +145,7 @@ def compare(settings: ml_collections.ConfigDict, patterns: str, which: str = "be
     evaluator = next(iter(evaluators.values()), None)
     method_terms = sorted({name for row in rows for name in row.results} - set(metric_columns(settings, metrics)))
     method_terms = [name for name in method_terms if not _is_detail(name, settings, metrics)]
+    headline = {PREFIX + term for row in rows for term in row.report_terms}
     return Comparison(
         rows=rows,
         settings=settings,
@@ -151,7 +154,8 @@ def compare(settings: ml_collections.ConfigDict, patterns: str, which: str = "be
         metric_settings=evaluator.describe(metrics) if evaluator and metrics else {},
         weights=weights_versions(settings.eval, metrics, evaluator),
         datasets=list(datasets.values()),
-        columns=metric_columns(settings, metrics) + method_terms,
+        columns=metric_columns(settings, metrics) + [name for name in method_terms if name in headline],
+        term_columns=[name for name in method_terms if name not in headline],
     )
 
 
@@ -182,6 +186,7 @@ def _evaluate_run(info, settings, metrics, which, evaluators, datasets) -> Row:
                 )
             row.dataset = datasets[key]
             row.parameters = count_parameters(state)
+            row.report_terms = tuple(run.method.report_terms)
             row.results = inference.method_terms(run, state)
             if metrics:
                 eval_key = rng.stream_key(config.seed, rng.EVAL)

@@ -121,6 +121,26 @@ def table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def term_tables(comparison: Comparison) -> list[tuple[list[str], list[list[str]]]]:
+    """The methods' other terms (`Comparison.term_columns`): one table per set of terms, rows that share it."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in comparison.rows:
+        terms = tuple(column for column in comparison.term_columns if column in row.results)
+        if terms:
+            groups.setdefault(terms, []).append(row)
+    tables = []
+    for terms, rows in groups.items():
+        header = ["run"] + [term.removeprefix(PREFIX) for term in terms]
+        tables.append((header, [[row.info.name] + [_value(row, term) for term in terms] for row in rows]))
+    return tables
+
+
+TERMS_TEXT = (
+    "Each method's own evaluation terms (`Method.evaluate`: held-out images where the run keeps some, else "
+    "eval.loss_num_images training images), one table per set of terms; Method.report_terms are in the main table."
+)
+
+
 def definitions(comparison: Comparison) -> dict[str, str]:
     """Column name -> what it is (the metrics' from their registry docstrings, with their budgets)."""
     out = dict(FIXED_COLUMNS)
@@ -200,6 +220,7 @@ def write_report(comparison: Comparison, out: str) -> dict[str, str]:
         comparison=comparison,
         header=header,
         body=body,
+        terms=term_tables(comparison),
         definitions=definitions(comparison),
         settings=settings_summary(comparison),
         warnings=warnings(comparison),
@@ -238,6 +259,7 @@ def _json(comparison: Comparison, context: dict) -> dict:
                 "dataset": row.dataset,
                 "results": row.results,
                 "table": dict(zip(context["header"], cells)),
+                "terms": {t.removeprefix(PREFIX): _value(row, t) for t in comparison.term_columns if t in row.results},
             }
         )
     return {
@@ -257,11 +279,26 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def _markdown(
-    comparison, header, body, definitions, settings, warnings, grid_order, grid_files, plot_files, runs_without_logs
+    comparison,
+    header,
+    body,
+    terms,
+    definitions,
+    settings,
+    warnings,
+    grid_order,
+    grid_files,
+    plot_files,
+    runs_without_logs,
 ) -> str:
     lines = [f"# Model comparison ({len(comparison.rows)} runs)", ""]
     lines += [f"> **Note:** {w}" for w in warnings] + ([""] if warnings else [])
-    lines += _markdown_table(header, body) + ["", "## Definitions", ""]
+    lines += _markdown_table(header, body) + [""]
+    if terms:
+        lines += ["## Each method's own terms", "", TERMS_TEXT, ""]
+        for term_header, term_body in terms:
+            lines += _markdown_table(term_header, term_body) + [""]
+    lines += ["## Definitions", ""]
     lines += [f"- **{name}**: {text}" for name, text in definitions.items()]
     lines += [
         "",
@@ -292,6 +329,7 @@ def _html(
     comparison,
     header,
     body,
+    terms,
     definitions,
     settings,
     warnings,
@@ -307,6 +345,16 @@ def _html(
         data = base64.b64encode(images[path]).decode("ascii")
         return f'<img class="{css}" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
 
+    def html_table(table_header: list[str], table_body: list[list[str]]) -> list[str]:
+        out = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in table_header) + "</tr></thead><tbody>"]
+        for cells in table_body:
+            out.append(
+                "<tr>"
+                + "".join(f'<td class="missing">{esc(c)}</td>' if c == MISSING else f"<td>{esc(c)}</td>" for c in cells)
+                + "</tr>"
+            )
+        return out + ["</tbody></table>"]
+
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -319,15 +367,13 @@ def _html(
         "</style></head><body>",
         f"<h1>Model comparison ({len(comparison.rows)} runs)</h1>",
         *(f'<p class="note">{esc(w)}</p>' for w in warnings),
-        "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>",
+        *html_table(header, body),
     ]
-    for cells in body:
-        parts.append(
-            "<tr>"
-            + "".join(f'<td class="missing">{esc(c)}</td>' if c == MISSING else f"<td>{esc(c)}</td>" for c in cells)
-            + "</tr>"
-        )
-    parts += ["</tbody></table>", "<h2>Definitions</h2>", "<dl>"]
+    if terms:
+        parts += ["<h2>Each method's own terms</h2>", f"<p>{esc(TERMS_TEXT)}</p>"]
+        for term_header, term_body in terms:
+            parts += html_table(term_header, term_body) + ["<p></p>"]
+    parts += ["<h2>Definitions</h2>", "<dl>"]
     parts += [f"<dt><b>{esc(name)}</b></dt><dd>{esc(text)}</dd>" for name, text in definitions.items()]
     parts += [
         "</dl>",
