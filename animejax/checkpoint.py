@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run's train state, and the config saved beside them.
 
-`<workdir>/config.json` records the config a run started with;
+`<workdir>/config.json` records the config of the run's latest training session;
 `<workdir>/checkpoints/<step>/` holds the state (params, optimizer, EMA, step,
 PRNG key: the data position follows from the step). Restoring into a config
 whose shapes differ raises `CheckpointMismatchError` naming the config fields

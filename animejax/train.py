@@ -177,8 +177,9 @@ class _Loop:
         method, shardings, config = run.method, run.shardings, run.config
         self.frozen = place_frozen(method, shardings)  # First: a missing weights file fails before anything is written.
         self.writer = writers.create_writer(workdir, jax.process_index() == 0)
+        # The latest session's config (a resumed run may go on to more steps), which sample, eval and reports read.
+        run.checkpointer.write_config()
         if not run.restored:
-            run.checkpointer.write_config()
             self.writer.write_hparams(run.checkpointer.config_dict)
         self.train_step = make_train_step(method, shardings)
         self.preview = jax.jit(

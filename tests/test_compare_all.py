@@ -107,7 +107,16 @@ def test_two_models_train_with_one_budget_into_one_report_and_a_rerun_skips_them
 
     again = _train_all(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "vae: already complete, skipped" in again.stdout and "autoencoder: already complete" in again.stdout
+    assert "vae: already trained with this budget, skipped" in again.stdout
+    assert "autoencoder: already trained with this budget" in again.stdout
+
+    # A larger budget trains the same runs on from their checkpoints.
+    larger = _train_all(*[a.replace("images:64", "images:96") for a in args], "--models=vae", cwd=tmp_path)
+    assert larger.returncode == 0, larger.stderr[-3000:]
+    log = (root / "vae" / "train.log").read_text()
+    assert "from step 2 (resumed)" in log and "step 3/3" in log
+    rows = {row["run"]: row for row in json.loads((root / "report" / "report.json").read_text())["rows"]}
+    assert rows["vae"]["train_num_steps"] == 3 and rows["vae"]["status"] == "complete"
 
 
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):

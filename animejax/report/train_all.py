@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from animejax import configs, storage
+from animejax import configs, saved_config, storage, training_clock
 from animejax.errors import UserError
 from animejax.report import runs as runs_lib
 
@@ -186,12 +186,12 @@ def _train_all(args) -> int:
     if args.data != "builtin":
         if not os.path.isdir(args.data) and not storage.is_url(args.data):
             raise UserError(f"--data={args.data!r} is not a folder of images (or 'builtin').")
-        shared.update({"data.source": "folder", "data.path": args.data})
+        shared.update({"data.source": "folder", "data.path": _absolute(args.data)})
     if args.detector:
-        shared["eval.detector_path"] = args.detector
+        shared["eval.detector_path"] = _absolute(args.detector)
         metrics += [] if "detection" in metrics else ["detection"]
     if args.inception:
-        shared["eval.inception_path"] = args.inception
+        shared["eval.inception_path"] = _absolute(args.inception)
         metrics += [m for m in ("fid", "kid") if m not in metrics]
     shared["eval.train_metrics"] = ",".join(m for m in metrics if m != "detection") or "swd"
     shared["eval.best_metric"] = "fid" if "fid" in metrics else "swd"
@@ -203,9 +203,9 @@ def _train_all(args) -> int:
         config = load_config(model, variant, shared)
         overrides = {**shared, **budget_overrides(config, budget)}
         command = train_command(model, variant, workdir, overrides)
-        if os.path.exists(os.path.join(workdir, "config.json")) and _finished(workdir):
-            print(f"{model}: already complete, skipped", flush=True)
-            outcomes[model] = "complete (earlier)"
+        if os.path.exists(os.path.join(workdir, "config.json")) and _finished(workdir, overrides):
+            print(f"{model}: already trained with this budget, skipped", flush=True)
+            outcomes[model] = "trained earlier"
             continue
         if args.dry_run:
             print("+ " + shlex.join(command))
@@ -246,8 +246,27 @@ def _train_all(args) -> int:
     return status
 
 
-def _finished(workdir: str) -> bool:
-    return runs_lib.load_run(workdir, os.path.basename(workdir)).status().startswith("complete")
+def _absolute(path: str) -> str:
+    """Local paths absolute, so the saved configs hold wherever the runs are evaluated from later."""
+    return path if storage.is_url(path) else os.path.abspath(path)
+
+
+def _finished(workdir: str, overrides: dict[str, object]) -> bool:
+    """Whether the run at `workdir` has trained this budget: its last checkpoint reached the budget's steps, or
+    this time budget ended it there (a larger budget trains it on)."""
+    checkpoints = runs_lib.checkpoint_steps(workdir)
+    if not checkpoints:
+        return False
+    steps = int(overrides.get("train.num_steps", saved_config.get_config(workdir).train.num_steps))
+    if checkpoints[-1] >= steps:
+        return True
+    record = training_clock.read_record(workdir)
+    budget = overrides.get("train.time_budget_s")
+    return (
+        budget is not None
+        and record.get("budget_s") == float(budget)
+        and (record.get("budget_spent_at_step") == checkpoints[-1])
+    )
 
 
 if __name__ == "__main__":
