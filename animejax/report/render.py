@@ -8,6 +8,7 @@ grids from what each method drew, so the code has no list of model families or o
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -196,6 +197,23 @@ def warnings(comparison: Comparison) -> list[str]:
     return out
 
 
+@dataclasses.dataclass
+class _Context:
+    """What report.md, report.html and report.json are written from."""
+
+    comparison: Comparison
+    header: list[str]
+    body: list[list[str]]
+    terms: list[tuple[list[str], list[list[str]]]]
+    definitions: dict[str, str]
+    settings: dict
+    warnings: list[str]
+    grid_order: list[str]
+    grid_files: dict[str, dict[str, str]]
+    plot_files: dict[str, str]
+    runs_without_logs: list[str]
+
+
 def write_report(comparison: Comparison, out: str) -> dict[str, str]:
     """Writes the report files under `out` (a folder or a bucket URL); returns name -> path."""
     grid_files: dict[str, dict[str, str]] = {}  # grid name -> run -> relative path
@@ -216,7 +234,7 @@ def write_report(comparison: Comparison, out: str) -> dict[str, str]:
         storage.write_bytes(storage.join(out, *path.split("/")), data)
 
     header, body = table(comparison)
-    context = dict(
+    context = _Context(
         comparison=comparison,
         header=header,
         body=body,
@@ -232,15 +250,15 @@ def write_report(comparison: Comparison, out: str) -> dict[str, str]:
         ],
     )
     paths = {name: storage.join(out, name) for name in ("report.md", "report.html", "report.json")}
-    storage.write_text(paths["report.md"], _markdown(**context))
-    storage.write_text(paths["report.html"], _html(images=images, **context))
+    storage.write_text(paths["report.md"], _markdown(context))
+    storage.write_text(paths["report.html"], _html(context, images))
     storage.write_text(paths["report.json"], json.dumps(_json(comparison, context), indent=2, default=str))
     return paths
 
 
-def _json(comparison: Comparison, context: dict) -> dict:
+def _json(comparison: Comparison, context: _Context) -> dict:
     rows = []
-    for row, cells in zip(comparison.rows, context["body"]):
+    for row, cells in zip(comparison.rows, context.body):
         rows.append(
             {
                 "run": row.info.name,
@@ -258,15 +276,15 @@ def _json(comparison: Comparison, context: dict) -> dict:
                 "sampling_images_per_second": row.sampling_images_per_second,
                 "dataset": row.dataset,
                 "results": row.results,
-                "table": dict(zip(context["header"], cells)),
+                "table": dict(zip(context.header, cells)),
                 "terms": {t.removeprefix(PREFIX): _value(row, t) for t in comparison.term_columns if t in row.results},
             }
         )
     return {
-        "columns": context["header"],
-        "definitions": context["definitions"],
-        "settings": context["settings"],
-        "warnings": context["warnings"],
+        "columns": context.header,
+        "definitions": context.definitions,
+        "settings": context.settings,
+        "warnings": context.warnings,
         "rows": rows,
     }
 
@@ -278,19 +296,11 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *(line(cells) for cells in body)]
 
 
-def _markdown(
-    comparison,
-    header,
-    body,
-    terms,
-    definitions,
-    settings,
-    warnings,
-    grid_order,
-    grid_files,
-    plot_files,
-    runs_without_logs,
-) -> str:
+def _markdown(context: _Context) -> str:
+    c = context
+    comparison, header, body, terms, definitions = c.comparison, c.header, c.body, c.terms, c.definitions
+    settings, warnings, grid_order, grid_files = c.settings, c.warnings, c.grid_order, c.grid_files
+    plot_files, runs_without_logs = c.plot_files, c.runs_without_logs
     lines = [f"# Model comparison ({len(comparison.rows)} runs)", ""]
     lines += [f"> **Note:** {w}" for w in warnings] + ([""] if warnings else [])
     lines += _markdown_table(header, body) + [""]
@@ -325,20 +335,11 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
-def _html(
-    comparison,
-    header,
-    body,
-    terms,
-    definitions,
-    settings,
-    warnings,
-    grid_order,
-    grid_files,
-    plot_files,
-    runs_without_logs,
-    images,
-) -> str:
+def _html(context: _Context, images: dict[str, bytes]) -> str:
+    c = context
+    comparison, header, body, terms, definitions = c.comparison, c.header, c.body, c.terms, c.definitions
+    settings, warnings, grid_order, grid_files = c.settings, c.warnings, c.grid_order, c.grid_files
+    plot_files, runs_without_logs = c.plot_files, c.runs_without_logs
     esc = html.escape
 
     def img(path: str, alt: str, css: str) -> str:
