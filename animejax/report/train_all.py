@@ -174,15 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _train_all(args) -> int:
-    budget = Budget.parse(args.budget)
-    variant = "quick" if args.variant is None else args.variant
-    models = [m.strip() for m in args.models.split(",") if m.strip()] or list(configs.available())
-    unknown = [m for m in models if m not in configs.available()]
-    if unknown:
-        raise UserError(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(configs.available())}.")
+def _shared_settings(args) -> tuple[dict[str, object], list[str]]:
+    """(the overrides every model trains with, the metrics of the final evaluation) from the command's flags."""
     metrics = [m for m in args.metrics.split(",") if m]
-    shared = parse_settings(args.set)
+    shared: dict[str, object] = parse_settings(args.set)
     if args.data != "builtin":
         if not os.path.isdir(args.data) and not storage.is_url(args.data):
             raise UserError(f"--data={args.data!r} is not a folder of images (or 'builtin').")
@@ -195,6 +190,29 @@ def _train_all(args) -> int:
         metrics += [m for m in ("fid", "kid") if m not in metrics]
     shared["eval.train_metrics"] = ",".join(m for m in metrics if m != "detection") or "swd"
     shared["eval.best_metric"] = "fid" if "fid" in metrics else "swd"
+    return shared, metrics
+
+
+def _compare_command(args, models: list[str], metrics: list[str], shared: dict[str, object]) -> list[str]:
+    """`--mode=compare` over the models' runs, every metric on --eval_images samples."""
+    n = args.eval_images
+    command = [sys.executable, "-m", "animejax.main", "--mode=compare"]
+    command += ["--runs=" + ",".join(os.path.join(args.root, m) for m in models)]
+    command += ["--out=" + os.path.join(args.root, "report"), "--config.eval.metrics=" + ",".join(metrics)]
+    for field in ("num_images", "swd_num_images", "kid_num_images", "detection_num_images"):
+        command.append(f"--config.eval.{field}={n}")
+    command += [f"--config.eval.kid_subset_size={min(1000, n)}", f"--config.eval.batch_size={min(250, n)}"]
+    return command + [f"--config.eval.{k[len('eval.') :]}={v}" for k, v in shared.items() if k.endswith("_path")]
+
+
+def _train_all(args) -> int:
+    budget = Budget.parse(args.budget)
+    variant = "quick" if args.variant is None else args.variant
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or list(configs.available())
+    unknown = [m for m in models if m not in configs.available()]
+    if unknown:
+        raise UserError(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(configs.available())}.")
+    shared, metrics = _shared_settings(args)
 
     print(f"Training {len(models)} models ({', '.join(models)}) with {budget.describe()}, into {args.root}", flush=True)
     outcomes = {}
@@ -220,22 +238,7 @@ def _train_all(args) -> int:
             print("Interrupted: rerun the same command to continue.", flush=True)
             return 75
 
-    compare = [
-        sys.executable,
-        "-m",
-        "animejax.main",
-        "--mode=compare",
-        "--runs=" + ",".join(os.path.join(args.root, m) for m in models),
-        "--out=" + os.path.join(args.root, "report"),
-        "--config.eval.metrics=" + ",".join(metrics),
-        f"--config.eval.num_images={args.eval_images}",
-        f"--config.eval.swd_num_images={args.eval_images}",
-        f"--config.eval.kid_num_images={args.eval_images}",
-        f"--config.eval.kid_subset_size={min(1000, args.eval_images)}",
-        f"--config.eval.detection_num_images={args.eval_images}",
-        f"--config.eval.batch_size={min(250, args.eval_images)}",
-    ]
-    compare += [f"--config.eval.{k[len('eval.') :]}={v}" for k, v in shared.items() if k.endswith("_path")]
+    compare = _compare_command(args, models, metrics, shared)
     if args.dry_run:
         print("+ " + shlex.join(compare))
         return 0
