@@ -213,8 +213,9 @@ class _Loop:
             write_grids(self.writer, self.workdir, step, grids, self.config.sample.grid_size)
         if self.in_training_eval and self._due(step, self.config.eval.every_steps):
             self.in_training_eval(step, state)
-        self.throughput.pause(time.monotonic() - start)
-        clock.pause(time.monotonic() - start)
+        seconds = time.monotonic() - start
+        self.throughput.pause(seconds)
+        clock.pause(seconds)
 
     def run_to_end(self) -> Any:
         """Steps until `train.num_steps` or `train.time_budget_s` and returns the final state.

@@ -42,8 +42,8 @@ class TrainingClock:
         self.workdir, self.budget_s = workdir, float(budget_s)
         self.record = read_record(workdir)
         self.record.setdefault("seconds_at_step", {})
-        if start_step and str(start_step) not in self.record["seconds_at_step"]:
-            logging.warning("No training time recorded for step %d: this session's clock starts from 0 s.", start_step)
+        if self.budget_s and start_step and str(start_step) not in self.record["seconds_at_step"]:
+            logging.warning("No training time recorded for step %d: the time budget counts from 0 s now.", start_step)
         self.spent_before = float(self.record["seconds_at_step"].get(str(start_step), 0.0)) if start_step else 0.0
         self.start = time.monotonic()
 

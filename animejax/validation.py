@@ -30,12 +30,14 @@ _AT_LEAST = (
     ("mesh.num_devices", 0),
     ("eval.every_steps", 0),
     ("sample.num_individual", 0),
+    ("eval.detector_min_image_size", 0),
 )
 # (field, low, high) of numbers in the half-open range [low, high).
 _IN_RANGE = (
     ("ema.decay", 0.0, 1.0),
     ("optim.b1", 0.0, 1.0),
     ("optim.b2", 0.0, 1.0),
+    ("train.time_budget_s", 0.0, float("inf")),
 )
 
 

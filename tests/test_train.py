@@ -384,6 +384,7 @@ BAD_VALUES = [
     ("vae", "--config.data.image_size=7", "data.image_size=7: must be at least 8"),
     ("vae", "--config.mesh.num_devices=4", "mesh.num_devices=4: only 1 device(s) are visible"),
     ("vae", "--config.ema.decay=1.5", "ema.decay=1.5: must be a number in [0.0, 1.0)"),
+    ("vae", "--config.train.time_budget_s=-60", "train.time_budget_s=-60.0: must be a number in [0.0, inf)"),
     ("dcgan", "--config.data.image_size=48", "data.image_size=48 with model"),
 ]
 

@@ -252,12 +252,12 @@ def write_report(comparison: Comparison, out: str) -> dict[str, str]:
     paths = {name: storage.join(out, name) for name in ("report.md", "report.html", "report.json")}
     storage.write_text(paths["report.md"], _markdown(context))
     storage.write_text(paths["report.html"], _html(context, images))
-    storage.write_text(paths["report.json"], json.dumps(_json(comparison, context), indent=2, default=str))
+    storage.write_text(paths["report.json"], json.dumps(_json(context), indent=2, default=str))
     return paths
 
 
-def _json(comparison: Comparison, context: _Context) -> dict:
-    rows = []
+def _json(context: _Context) -> dict:
+    comparison, rows = context.comparison, []
     for row, cells in zip(comparison.rows, context.body):
         rows.append(
             {
@@ -296,50 +296,41 @@ def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *(line(cells) for cells in body)]
 
 
-def _markdown(context: _Context) -> str:
-    c = context
-    comparison, header, body, terms, definitions = c.comparison, c.header, c.body, c.terms, c.definitions
-    settings, warnings, grid_order, grid_files = c.settings, c.warnings, c.grid_order, c.grid_files
-    plot_files, runs_without_logs = c.plot_files, c.runs_without_logs
-    lines = [f"# Model comparison ({len(comparison.rows)} runs)", ""]
-    lines += [f"> **Note:** {w}" for w in warnings] + ([""] if warnings else [])
-    lines += _markdown_table(header, body) + [""]
-    if terms:
+def _markdown(ctx: _Context) -> str:
+    lines = [f"# Model comparison ({len(ctx.comparison.rows)} runs)", ""]
+    lines += [f"> **Note:** {w}" for w in ctx.warnings] + ([""] if ctx.warnings else [])
+    lines += _markdown_table(ctx.header, ctx.body) + [""]
+    if ctx.terms:
         lines += ["## Each method's own terms", "", TERMS_TEXT, ""]
-        for term_header, term_body in terms:
+        for term_header, term_body in ctx.terms:
             lines += _markdown_table(term_header, term_body) + [""]
     lines += ["## Definitions", ""]
-    lines += [f"- **{name}**: {text}" for name, text in definitions.items()]
+    lines += [f"- **{name}**: {text}" for name, text in ctx.definitions.items()]
     lines += [
         "",
         "## Settings shared by every row",
         "",
         "```json",
-        json.dumps(settings, indent=2, default=str),
+        json.dumps(ctx.settings, indent=2, default=str),
         "```",
         "",
         "## Sample grids",
         "",
     ]
-    names = [row.info.name for row in comparison.rows]
-    for grid in grid_order:
+    names = [row.info.name for row in ctx.comparison.rows]
+    for grid in ctx.grid_order:
         lines += [f"### {grid}", ""]
-        cells = [
-            f"![{name} {grid}]({grid_files[grid][name]})" if name in grid_files[grid] else "(none)" for name in names
-        ]
+        files = ctx.grid_files[grid]
+        cells = [f"![{name} {grid}]({files[name]})" if name in files else "(none)" for name in names]
         lines += _markdown_table(names, [cells]) + [""]
     lines += ["## Logged evaluations during training", ""]
-    if runs_without_logs:
-        lines += [f"No in-training evaluations logged (eval.every_steps = 0?): {', '.join(runs_without_logs)}.", ""]
-    lines += [f"![{name}]({path})\n" for name, path in plot_files.items()]
+    if ctx.runs_without_logs:
+        lines += [f"No in-training evaluations logged (eval.every_steps = 0?): {', '.join(ctx.runs_without_logs)}.", ""]
+    lines += [f"![{name}]({path})\n" for name, path in ctx.plot_files.items()]
     return "\n".join(lines) + "\n"
 
 
-def _html(context: _Context, images: dict[str, bytes]) -> str:
-    c = context
-    comparison, header, body, terms, definitions = c.comparison, c.header, c.body, c.terms, c.definitions
-    settings, warnings, grid_order, grid_files = c.settings, c.warnings, c.grid_order, c.grid_files
-    plot_files, runs_without_logs = c.plot_files, c.runs_without_logs
+def _html(ctx: _Context, images: dict[str, bytes]) -> str:
     esc = html.escape
 
     def img(path: str, alt: str, css: str) -> str:
@@ -359,39 +350,40 @@ def _html(context: _Context, images: dict[str, bytes]) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Model comparison ({len(comparison.rows)} runs)</title>",
+        f"<title>Model comparison ({len(ctx.comparison.rows)} runs)</title>",
         "<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}td:nth-child(-n+4),th{text-align:left}"
         ".missing{color:#888;font-style:italic}.note{background:#eee;padding:.5em;border-left:4px solid #555}"
         ".grids{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}"
         "img.grid{width:300px;image-rendering:pixelated}img.plot{max-width:100%}pre{background:#f4f4f4;padding:.6em}"
         "</style></head><body>",
-        f"<h1>Model comparison ({len(comparison.rows)} runs)</h1>",
-        *(f'<p class="note">{esc(w)}</p>' for w in warnings),
-        *html_table(header, body),
+        f"<h1>Model comparison ({len(ctx.comparison.rows)} runs)</h1>",
+        *(f'<p class="note">{esc(w)}</p>' for w in ctx.warnings),
+        *html_table(ctx.header, ctx.body),
     ]
-    if terms:
+    if ctx.terms:
         parts += ["<h2>Each method's own terms</h2>", f"<p>{esc(TERMS_TEXT)}</p>"]
-        for term_header, term_body in terms:
+        for term_header, term_body in ctx.terms:
             parts += html_table(term_header, term_body) + ["<p></p>"]
     parts += ["<h2>Definitions</h2>", "<dl>"]
-    parts += [f"<dt><b>{esc(name)}</b></dt><dd>{esc(text)}</dd>" for name, text in definitions.items()]
+    parts += [f"<dt><b>{esc(name)}</b></dt><dd>{esc(text)}</dd>" for name, text in ctx.definitions.items()]
     parts += [
         "</dl>",
         "<h2>Settings shared by every row</h2>",
-        f"<pre>{esc(json.dumps(settings, indent=2, default=str))}</pre>",
+        f"<pre>{esc(json.dumps(ctx.settings, indent=2, default=str))}</pre>",
         "<h2>Sample grids</h2>",
     ]
-    names = [row.info.name for row in comparison.rows]
-    for grid in grid_order:
+    names = [row.info.name for row in ctx.comparison.rows]
+    for grid in ctx.grid_order:
         parts += [f"<h3>{esc(grid)}</h3>", '<div class="grids">']
+        files = ctx.grid_files[grid]
         for name in names:
-            inner = img(grid_files[grid][name], f"{name} {grid}", "grid") if name in grid_files[grid] else "(none)"
+            inner = img(files[name], f"{name} {grid}", "grid") if name in files else "(none)"
             parts.append(f"<figure>{inner}<figcaption>{esc(name)}</figcaption></figure>")
         parts.append("</div>")
     parts.append("<h2>Logged evaluations during training</h2>")
-    if runs_without_logs:
-        parts.append(f"<p>No in-training evaluations logged: {esc(', '.join(runs_without_logs))}.</p>")
-    parts += [f"<p>{img(path, name, 'plot')}</p>" for name, path in plot_files.items()]
+    if ctx.runs_without_logs:
+        parts.append(f"<p>No in-training evaluations logged: {esc(', '.join(ctx.runs_without_logs))}.</p>")
+    parts += [f"<p>{img(path, name, 'plot')}</p>" for name, path in ctx.plot_files.items()]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
