@@ -385,6 +385,8 @@ def stylegan2_config(variant: str) -> ml_collections.ConfigDict:
     style.pl_interval = 4  # Lazy path-length regularisation every this many steps (0: never).
     style.pl_batch_shrink = 2
     style.pl_decay = 0.01
+    # How R1 and the path length are differentiated: auto | losses.PENALTY_GRADIENTS (all exact).
+    style.penalty_gradient = "auto"
     style.style_mixing = 0.9  # Probability of a second z from a random layer on.
     style.w_avg_beta = 0.995
     style.ema_kimg = 64 * 10 / 32  # Generator EMA half-life in thousands of images (the reference's auto rule).

@@ -3,6 +3,7 @@ exactly as the training loop builds it."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -225,12 +226,28 @@ class JaxStep:
         return self.train_step(state, self.images, self.step_key(state.rng, step), self.frozen)
 
 
+def lazy_period(config) -> int:
+    """Steps after which a StyleGAN config's lazy-regularisation phases repeat (1 for other families): timed
+    windows of whole periods time every phase in its share."""
+    style = config.get("stylegan")
+    if style is None:
+        return 1
+    pl_interval = style.get("pl_interval", 0) if style.get("pl_weight", 0) else 0
+    intervals = [i for i in (pl_interval, style.r1_interval if style.get("r1_gamma", 0) else 0) if i]
+    return math.lcm(*intervals) if intervals else 1
+
+
 class CompiledSteps:
     """A `JaxStep` compiled ahead of time, run from its initial state: one compilation serves the timed steps and
     XLA's cost analysis (`compiled.cost_analysis()`).
 
+    A method with phases (`Method.phase`: SRGAN's, StyleGAN's lazy regularisation) gets one compiled step per
+    phase, each compiled the first time a step of that phase runs; `run` leaves those compilations out of the
+    seconds it returns.
+
     Attributes:
-      jax_step, method, state (the latest), step (steps run), metrics (of the last step), compiled, compile_s.
+      jax_step, method, state (the latest), step (steps run), metrics (of the last step), compiled (step 0's
+      phase), compile_s (all phases compiled so far).
     """
 
     def __init__(self, config, images_nhwc):
@@ -239,23 +256,38 @@ class CompiledSteps:
         self.jax = jax
         self.jax_step = JaxStep(config, images_nhwc)
         self.method, self.state = self.jax_step.method, self.jax_step.state
-        start = time.perf_counter()
-        js = self.jax_step
-        self.compiled = js.train_step.lower(self.state, js.images, js.step_key(self.state.rng, 0), js.frozen).compile()
-        self.compile_s = time.perf_counter() - start
+        self._compiled, self.compile_s = {}, 0.0
         self.step, self.metrics = 0, None
+        self.compiled = self.compiled_for_step(0, self.state)
+
+    def compiled_for_step(self, step: int, state=None):
+        """The AOT-compiled step of `step`'s phase, compiled now if it is the phase's first (for the shapes of
+        `state`, default the latest)."""
+        state = self.state if state is None else state
+        js = self.jax_step
+        phase = self.method.phase(step)
+        if phase not in self._compiled:
+            self.jax.block_until_ready(state)  # So the compilation timed below overlaps no device work.
+            start = time.perf_counter()
+            key = js.step_key(state.rng, step)
+            self._compiled[phase] = js.train_step.lower(state, js.images, key, js.frozen, step=step).compile()
+            self.compile_s += time.perf_counter() - start
+        return self._compiled[phase]
 
     def run(self, steps: int) -> float:
-        """Runs `steps` train steps from the current state; returns their seconds, device work included."""
+        """Runs `steps` train steps from the current state; returns their seconds, device work included
+        (compilations of phases met for the first time left out)."""
         jax, js = self.jax, self.jax_step
         jax.block_until_ready(self.state)
+        compile_before = self.compile_s
         start = time.perf_counter()
         state, metrics = self.state, None
         for _ in range(steps):
-            state, metrics = self.compiled(state, js.images, js.step_key(state.rng, self.step), js.frozen)
+            compiled = self.compiled_for_step(self.step, state)
+            state, metrics = compiled(state, js.images, js.step_key(state.rng, self.step), js.frozen)
             self.step += 1
         jax.block_until_ready((state, metrics))
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - (self.compile_s - compile_before)
         self.state, self.metrics = state, metrics
         return elapsed
 

@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import math
 import os
 import platform
 import statistics
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     CpuMeter,
     enable_op_tracing,
+    lazy_period,
     pin_threads,
     profile_ops,
     profile_torch_ops,
@@ -192,9 +192,7 @@ def stylegan_pair(family: str, size: int) -> tuple[Pair, str]:
 
         jax_run, torch_run, jax_step = stylegan3_torch.make_torch_runners(config, images)
     counts = jax_run.__self__.param_counts()
-    style = config.stylegan
-    intervals = [i for i in (style.get("pl_interval", 0) if style.get("pl_weight", 0) else 0, style.r1_interval) if i]
-    period = math.lcm(*intervals) if intervals else 1
+    period = lazy_period(config)
     label = f"configs/{family}.py:quick" + (", 64 px, channel_base 2048, max 64" if size == 64 else "")
     return Pair(jax_run, torch_run, len(images), f"{counts['G']:,} / {counts['D']:,}", jax_step, period), label
 

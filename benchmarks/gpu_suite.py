@@ -124,6 +124,13 @@ def step_flops(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
+def mean_step_flops(runner, period: int) -> float | None:
+    """Mean FLOPs of a `common.CompiledSteps` step over `period` steps, each counted in its phase's compiled step
+    (StyleGAN's lazy regularisation runs only on some steps)."""
+    flops = [step_flops(runner.compiled_for_step(step)) for step in range(period)]
+    return None if None in flops else statistics.mean(flops)
+
+
 def peak_flops(dtype: str) -> float | None:
     import jax
 
@@ -166,14 +173,10 @@ class TrainPair:
                 jax_run, self.torch_run, self.jax_step = stylegan3_torch.make_torch_runners(config, images)
             else:  # The adversarial phase: D's step, then G's.
                 jax_run, self.torch_run, self.jax_step = srgan_step.make_runners(config, images, "adversarial")
-            self.compiled, self.jax_run = jax_run.__self__.compiled, jax_run
+            self.runner, self.jax_run = jax_run.__self__, jax_run
             return
         compiled_steps = CompiledSteps(config, images)
-        self.jax_step, self.compiled, self.jax_run = (
-            compiled_steps.jax_step,
-            compiled_steps.compiled,
-            compiled_steps.run,
-        )
+        self.jax_step, self.runner, self.jax_run = compiled_steps.jax_step, compiled_steps, compiled_steps.run
         if family == "ddpm":
             reference = diffusion_step.TorchDiffusion(config, jax.device_get(compiled_steps.state.params), device)
             self.torch_run = lambda steps: reference.train(images_nchw, steps)
@@ -188,14 +191,15 @@ class TrainPair:
 
 def train_entry(family: str, dtype: str, sizes: Sizes) -> dict:
     import numpy as np
+    from common import lazy_period
 
     config = load_config(family, sizes, dtype)
     size, batch = config.data.image_size, config.train.batch_size
     images = np.random.default_rng(0).integers(0, 256, size=(batch, size, size, 3), dtype=np.uint8)
     start = time.perf_counter()
     pair = TrainPair(family, config, images)
-    flops = step_flops(pair.compiled)
     pair.jax_run(sizes.warmup)
+    flops = mean_step_flops(pair.runner, lazy_period(config))
     compile_s = time.perf_counter() - start
     with torch_autocast(dtype):
         pair.torch_run(sizes.warmup)

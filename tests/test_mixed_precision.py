@@ -1,6 +1,8 @@
 """`model.dtype=bfloat16` for every family but diffusion (tested in test_diffusion_method.py): bf16 convolutions,
 float32 parameters, statistics and optimizer state, and first-step losses within a stated tolerance of float32's."""
 
+import functools
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -41,7 +43,9 @@ def first_step(name: str, dtype: str, state=None):
     batch = {"image": images}
     if state is None:
         state = jax.jit(method.init_state)(jax.random.PRNGKey(1), batch)
-    traced = jax.jit(method.train_step).trace(state, batch, jax.random.PRNGKey(2), method.frozen())
+    phase = method.phase(0)  # StyleGAN's: "main", with the lazy regularisers off.
+    step = jax.jit(functools.partial(method.train_step, **({} if phase is None else {"phase": phase})))
+    traced = step.trace(state, batch, jax.random.PRNGKey(2), method.frozen())
     new_state, metrics = traced.lower().compile()(state, batch, jax.random.PRNGKey(2), method.frozen())
     return state, new_state, jax.device_get(metrics), traced.jaxpr
 

@@ -86,6 +86,36 @@ def test_path_lengths_match_a_float64_jacobian(tiny):
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
+def test_penalty_gradient_formulations_give_the_same_r1_and_path_length_gradients(tiny):
+    """stylegan.penalty_gradient changes how the second-order gradients are taken, not their values."""
+    method, state, images = tiny
+    ws = jax.random.normal(jax.random.PRNGKey(3), (2, method.num_ws, method.w_dim))
+    y = jax.random.normal(jax.random.PRNGKey(5), (2, 32, 32, 3)) / 32
+    configured = method.penalty_gradient
+
+    def gradients(formulation):
+        method.penalty_gradient = formulation
+
+        def r1(d_params):
+            return jnp.mean(method.r1_penalty(d_params, images[:2], jax.random.PRNGKey(0), jnp.zeros(())))
+
+        def lengths(g_params):
+            return jnp.mean(method.path_lengths_at(g_params, state.g_noise_const, ws, jax.random.PRNGKey(4), y))
+
+        return jax.jit(jax.grad(r1))(state.d_params), jax.jit(jax.grad(lengths))(state.g_params)
+
+    try:
+        reference = gradients("reverse_over_reverse")
+        # float32 sums: each difference is measured against the largest gradient of its network.
+        scales = [max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree)) for tree in reference]
+        for formulation in ("forward_over_reverse", "reverse_over_forward"):
+            for got_tree, want_tree, scale in zip(gradients(formulation), reference, scales):
+                for got, want in zip(jax.tree.leaves(got_tree), jax.tree.leaves(want_tree)):
+                    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5 * scale)
+    finally:
+        method.penalty_gradient = configured
+
+
 def test_path_length_penalty_moves_the_mean_by_pl_decay(tiny):
     method, state, _ = tiny
     pl_mean = jnp.asarray(0.3)
@@ -142,10 +172,11 @@ def test_lazy_phases_run_on_their_steps_and_ada_moves_p(tmp_path):
         method = methods.get_method(config)
         images = jax.random.uniform(jax.random.PRNGKey(0), (8, 32, 32, 3), minval=-1, maxval=1)
         state = jax.jit(method.init_state)(jax.random.PRNGKey(1), {"image": images})
-        step = jax.jit(method.train_step)
+        step = jax.jit(method.train_step, static_argnames="phase")
+        assert [method.phase(i) for i in range(2)] == ["greg+dreg", "main"]
         weights = []
         for i in range(2):
-            state, metrics = step(state, {"image": images}, jax.random.PRNGKey(10 + i), {})
+            state, metrics = step(state, {"image": images}, jax.random.PRNGKey(10 + i), {}, phase=method.phase(i))
             weights.append((float(metrics["train/r1_penalty"].weight), float(metrics["train/pl_penalty"].weight)))
             assert all(np.isfinite(float(np.asarray(v[0] if isinstance(v, tuple) else v))) for v in metrics.values())
         assert weights == [(1.0, 1.0), (0.0, 0.0)]
@@ -155,6 +186,13 @@ def test_lazy_phases_run_on_their_steps_and_ada_moves_p(tmp_path):
         assert int(state.g_opt_state[0].count) == 3 and int(state.d_opt_state[0].count) == 3  # 2 main + 1 lazy.
         expected = 0.5 + direction * 2 * 8 / 1000
         np.testing.assert_allclose(float(state.ada.p), expected, rtol=1e-6)
+
+
+def test_phases_name_the_lazy_regularisations_due(tmp_path):
+    method = methods.get_method(tiny_config(str(tmp_path), r1_interval=4, pl_interval=2))
+    assert [method.phase(i) for i in range(6)] == ["greg+dreg", "main", "greg", "main", "greg+dreg", "main"]
+    method = methods.get_method(tiny_config(str(tmp_path), r1_interval=3, pl_interval=0))
+    assert [method.phase(i) for i in range(4)] == ["dreg", "main", "main", "dreg"]
 
 
 def test_ema_half_life_and_ramp_up():

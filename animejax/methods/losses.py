@@ -13,6 +13,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from animejax.errors import ConfigError
+
 
 def _sum_per_example(x: jax.Array) -> jax.Array:
     return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
@@ -133,12 +135,74 @@ def gradient_penalty(
       (penalty [B], gradient norm [B]).
     """
     grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(points)
+    return _penalty_of_gradients(grads, target)
+
+
+def _penalty_of_gradients(grads: jax.Array, target: float) -> tuple[jax.Array, jax.Array]:
     squared = jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)
     norms = jnp.sqrt(squared + 1e-12)  # The epsilon keeps the norm's gradient finite at zero.
     return jnp.square(norms - target), norms
 
 
 PENALTY_GRADIENTS = ("reverse_over_reverse", "forward_over_reverse", "reverse_over_forward")
+
+
+def resolve_penalty_gradient(name: str, field: str) -> str:
+    """The formulation `name` names in config field `field`; "auto" is "forward_over_reverse" on the CPU.
+
+    On XLA:CPU reverse-over-reverse differentiates the input gradient's convolutions into window-reversed ones,
+    which run as a naive loop (BENCHMARKS.md, "CPU parity"); elsewhere plain autodiff recomputes nothing.
+
+    Raises:
+      ConfigError: an unknown name.
+    """
+    if name == "auto":
+        return "forward_over_reverse" if jax.default_backend() == "cpu" else "reverse_over_reverse"
+    if name not in PENALTY_GRADIENTS:
+        raise ConfigError(f"Unknown {field} {name!r}; choose one of {', '.join(('auto',) + PENALTY_GRADIENTS)}.")
+    return name
+
+
+def input_gradient(
+    fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    points: jax.Array,
+    formulation: str = "reverse_over_reverse",
+) -> jax.Array:
+    """grad_x sum fn(params, x) at x = points, differentiable in params and points, with a choice of how.
+
+    A loss of this gradient (a gradient penalty, R1, StyleGAN2's path length) needs its mixed second
+    derivative: for the cotangent v of g = grad_x S, S = sum fn(params, x), the VJP is grad_(params, x) <g, v>.
+    The formulations compute exactly that, in different op patterns:
+    - "reverse_over_reverse": plain autodiff of the gradient (reverse mode over reverse mode);
+    - "forward_over_reverse": d/de grad_(params, x) S(params, x + e v) at e = 0 (a JVP of the gradient);
+    - "reverse_over_forward": grad_(params, x) of the JVP <grad_x S, v> = d/de S(params, x + e v).
+    The last two are a custom VJP that recomputes fn's forward pass in the backward pass.
+    """
+
+    def summed(p, x):
+        return jnp.sum(fn(p, x))
+
+    if formulation == "reverse_over_reverse":
+        return jax.grad(summed, argnums=1)(params, points)
+    if formulation not in PENALTY_GRADIENTS:
+        raise ValueError(f"Unknown penalty gradient formulation {formulation!r}; choose one of {PENALTY_GRADIENTS}.")
+
+    @jax.custom_vjp
+    def gradient(p, x):
+        return jax.grad(summed, argnums=1)(p, x)
+
+    def forward(p, x):
+        return jax.grad(summed, argnums=1)(p, x), (p, x)
+
+    def backward(residuals, v):
+        p, x = residuals
+        if formulation == "forward_over_reverse":
+            return jax.jvp(lambda y: jax.grad(summed, argnums=(0, 1))(p, y), (x,), (v,))[1]
+        return jax.grad(lambda q, y: jax.jvp(lambda z: summed(q, z), (y,), (v,))[1], argnums=(0, 1))(p, x)
+
+    gradient.defvjp(forward, backward)
+    return gradient(params, points)
 
 
 def parameter_gradient_penalty(
@@ -148,47 +212,12 @@ def parameter_gradient_penalty(
     target: float = 1.0,
     formulation: str = "reverse_over_reverse",
 ) -> tuple[jax.Array, jax.Array]:
-    """`gradient_penalty` of `critic_fn(params, .)`, with a choice of how its gradient is taken.
-
-    The penalty's gradient needs the mixed second derivative of S = sum_b f(params, x_b): for the cotangent
-    v = dL/dg of g = grad_x S, it is grad_params <grad_x S, v> (and grad_x <grad_x S, v> for the points).
-    The formulations compute exactly that, in different op patterns:
-    - "reverse_over_reverse": autodiff through `gradient_penalty` (reverse mode over the input gradient);
-    - "forward_over_reverse": d/de grad_(params, x) S(params, x + e v) at e = 0 (a JVP of the gradient);
-    - "reverse_over_forward": grad_(params, x) of the JVP <grad_x S, v> = d/de S(params, x + e v).
-    The last two recompute the critic's forward pass in the backward pass (a custom VJP).
+    """`gradient_penalty` of `critic_fn(params, .)`, its gradient taken per `formulation` (`input_gradient`).
 
     Returns:
       (penalty [B], gradient norm [B]), as `gradient_penalty`.
     """
-    if formulation == "reverse_over_reverse":
-        return gradient_penalty(lambda x: critic_fn(params, x), points, target)
-    if formulation not in PENALTY_GRADIENTS:
-        raise ValueError(f"Unknown penalty gradient formulation {formulation!r}; choose one of {PENALTY_GRADIENTS}.")
-
-    def summed(p, x):
-        return jnp.sum(critic_fn(p, x))
-
-    @jax.custom_vjp
-    def penalty(p, x):
-        return gradient_penalty(lambda y: critic_fn(p, y), x, target)
-
-    def forward(p, x):
-        grads = jax.grad(summed, argnums=1)(p, x)
-        norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
-        return (jnp.square(norms - target), norms), (p, x, grads, norms)
-
-    def backward(residuals, cotangents):
-        p, x, grads, norms = residuals
-        penalty_ct, norms_ct = cotangents
-        per_norm = (2.0 * (norms - target) * penalty_ct + norms_ct) / norms
-        v = grads * per_norm.reshape((-1,) + (1,) * (grads.ndim - 1))
-        if formulation == "forward_over_reverse":
-            return jax.jvp(lambda y: jax.grad(summed, argnums=(0, 1))(p, y), (x,), (v,))[1]
-        return jax.grad(lambda q, y: jax.jvp(lambda z: summed(q, z), (y,), (v,))[1], argnums=(0, 1))(p, x)
-
-    penalty.defvjp(forward, backward)
-    return penalty(params, points)
+    return _penalty_of_gradients(input_gradient(critic_fn, params, points, formulation), target)
 
 
 def mean_absolute_error(prediction: jax.Array, target: jax.Array) -> jax.Array:

@@ -12,10 +12,15 @@ One jitted step runs the reference's four phases in order, each with its own opt
 4. Dreg, on steps where step % r1_interval == 0: R1 = r1_gamma / 2 * |grad_x D(augment(x))|^2 on reals,
    times r1_interval.
 
-The lazy phases are selected on the device with `lax.cond` on the step counter, so one compiled step serves
-every phase pattern; their metrics are `Weighted` with weight 0 on steps that skip them, so the logs show
-true averages. Both Adam optimizers get the reference's lazy-regularisation correction: with c = interval /
-(interval + 1), the learning rate is lr * c and the betas are b1^c, b2^c.
+Both penalties are losses of an input gradient, differentiated again in the parameters; `penalty_gradient`
+picks how (`losses.input_gradient`, all exact): "auto" is forward-over-reverse on the CPU, where
+reverse-over-reverse is slow (BENCHMARKS.md, "CPU parity"), and plain autodiff elsewhere.
+
+The lazy phases due at a step are chosen on the host (`phase`): one compiled step per pattern ("main", "greg",
+"dreg", "greg+dreg"), since XLA:CPU runs the convolutions inside a `lax.cond` branch without its canonical
+layouts, several times slower (BENCHMARKS.md, "CPU parity"). Their metrics are `Weighted` with weight 0 on steps
+that skip them, so the logs show true averages. Both Adam optimizers get the reference's lazy-regularisation
+correction: with c = interval / (interval + 1), the learning rate is lr * c and the betas are b1^c, b2^c.
 
 With `blur_init_sigma` > 0 (the reference's StyleGAN3-R setting) every image D sees, real or fake, is first
 blurred by a Gaussian whose sigma fades linearly from blur_init_sigma to 0 over `blur_fade_kimg` thousand images
@@ -45,7 +50,7 @@ import optax
 
 from animejax import models
 from animejax.errors import ConfigError
-from animejax.methods import ada, augment
+from animejax.methods import ada, augment, losses
 from animejax.methods.base import Batch, Method, Samples, Weighted
 from animejax.methods.common import ema_update, optimizer_step
 from animejax.methods.latent_sampling import LatentSampler, lerp, slerp
@@ -171,6 +176,9 @@ class StyleGAN2Method(Method):
         if style.pl_weight and pl_batch < 1:
             raise ConfigError(f"train.batch_size // stylegan.pl_batch_shrink must be >= 1, got {pl_batch}.")
         self.pl_batch = max(pl_batch, 1)
+        self.penalty_gradient = losses.resolve_penalty_gradient(
+            style.get("penalty_gradient", "auto"), "stylegan.penalty_gradient"
+        )
         if style.get("blur_init_sigma", 0) < 0 or style.get("blur_fade_kimg", 0) < 0:
             raise ConfigError("stylegan.blur_init_sigma and stylegan.blur_fade_kimg must be >= 0 (0 disables).")
         self.blur_radius = int(np.floor(style.get("blur_init_sigma", 0.0) * 3)) if style.get("blur_fade_kimg") else 0
@@ -290,10 +298,10 @@ class StyleGAN2Method(Method):
     def path_lengths_at(self, g_params, buffers, ws: jax.Array, noise_rng: jax.Array, y: jax.Array):
         """[B] path lengths |J_ws^T y| (mean over layers of the squared norms, then sqrt) at `ws`, for images y."""
 
-        def projected(ws):
-            return jnp.sum(self.synthesis(g_params, buffers, ws, noise_rng) * y)
+        def projected(params, ws):
+            return self.synthesis(params, buffers, ws, noise_rng) * y
 
-        return path_lengths(jax.grad(projected)(ws))
+        return path_lengths(losses.input_gradient(projected, g_params, ws, self.penalty_gradient))
 
     def _d_main_loss(self, d_params, state: StyleGAN2State, real, fake, rng):
         real_rng, fake_rng = jax.random.split(rng)
@@ -306,14 +314,27 @@ class StyleGAN2Method(Method):
     def r1_penalty(self, d_params, real: jax.Array, rng: jax.Array, p: jax.Array, step=None) -> jax.Array:
         """[B] |grad_x D(augment(x))|^2 per real image (R1 before gamma / 2)."""
 
-        def summed_logits(x):
-            return jnp.sum(self.discriminator(d_params, self.augment(x, rng, p, step)))
+        def logits(params, x):
+            return self.discriminator(params, self.augment(x, rng, p, step))
 
-        grads = jax.grad(summed_logits)(real)
+        grads = losses.input_gradient(logits, d_params, real, self.penalty_gradient)
         return jnp.sum(jnp.square(grads), axis=(1, 2, 3))
 
-    def train_step(self, state: StyleGAN2State, batch: Batch, rng: jax.Array, frozen: Any = None):
-        """Gmain, Greg (lazy), Dmain, Dreg (lazy), ADA, w_avg and EMA updates; see the module docstring."""
+    def phase(self, step: int) -> str:
+        """The lazy regularisations due at `step`: "main" (none), "greg", "dreg" or "greg+dreg"."""
+        style = self.style
+        due = [
+            name
+            for name, weight, interval in (
+                ("greg", style.pl_weight, style.pl_interval),
+                ("dreg", style.r1_gamma, style.r1_interval),
+            )
+            if weight and interval and step % interval == 0
+        ]
+        return "+".join(due) or "main"
+
+    def train_step(self, state: StyleGAN2State, batch: Batch, rng: jax.Array, frozen: Any, phase: str):
+        """Gmain, Greg (in its phases), Dmain, Dreg (in its phases), ADA, w_avg and EMA; see the module docstring."""
         del frozen
         style = self.style
         real = batch["image"]
@@ -330,25 +351,16 @@ class StyleGAN2Method(Method):
         # Greg: path length, every pl_interval steps.
         pl_mean = state.pl_mean
         if style.pl_weight and style.pl_interval:
-
-            def greg(operands):
-                g_params, g_opt_state, pl_mean = operands
+            penalty = length = weight = jnp.zeros(())
+            if "greg" in phase:
                 grad_fn = jax.value_and_grad(
                     lambda p: self.path_length_penalty(p, self.generator_buffers(state), pl_mean, pl_rng),
                     has_aux=True,
                 )
-                (_, (new_mean, length, penalty)), grads = grad_fn(g_params)
+                (_, (pl_mean, length, penalty)), grads = grad_fn(g_params)
                 grads = jax.tree.map(lambda g: g * style.pl_interval, grads)
                 g_params, g_opt_state = optimizer_step(self.tx_g, grads, g_opt_state, g_params)
-                return (g_params, g_opt_state, new_mean), (penalty, length, jnp.ones(()))
-
-            def skip(operands):
-                return operands, (jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-
-            due = state.step % style.pl_interval == 0
-            (g_params, g_opt_state, pl_mean), (penalty, length, weight) = jax.lax.cond(
-                due, greg, skip, (g_params, g_opt_state, pl_mean)
-            )
+                weight = jnp.ones(())
             metrics["train/pl_penalty"] = Weighted(penalty, weight)
             metrics["train/pl_length"] = Weighted(length, weight)
         if style.pl_weight:  # StyleGAN3's configs run no path-length regularisation: nothing to log.
@@ -366,23 +378,16 @@ class StyleGAN2Method(Method):
 
         # Dreg: R1, every r1_interval steps.
         if style.r1_gamma and style.r1_interval:
-
-            def dreg(operands):
-                d_params, d_opt_state = operands
+            r1 = weight = jnp.zeros(())
+            if "dreg" in phase:
 
                 def loss(p):
                     penalty = jnp.mean(self.r1_penalty(p, real, r1_rng, state.ada.p, state.step))
                     return style.r1_gamma / 2 * penalty * style.r1_interval, penalty
 
-                (_, penalty), grads = jax.value_and_grad(loss, has_aux=True)(d_params)
+                (_, r1), grads = jax.value_and_grad(loss, has_aux=True)(d_params)
                 d_params, d_opt_state = optimizer_step(self.tx_d, grads, d_opt_state, d_params)
-                return (d_params, d_opt_state), (penalty, jnp.ones(()))
-
-            def skip_r1(operands):
-                return operands, (jnp.zeros(()), jnp.zeros(()))
-
-            due = state.step % style.r1_interval == 0
-            (d_params, d_opt_state), (r1, weight) = jax.lax.cond(due, dreg, skip_r1, (d_params, d_opt_state))
+                weight = jnp.ones(())
             metrics["train/r1_penalty"] = Weighted(r1, weight)
 
         # ADA: accumulate the signs of D(real); move p every ada_interval steps.

@@ -54,12 +54,7 @@ class WGANGPMethod(GANMethod):
             )
         gan = config.gan
         self.gp_weight = gan.gp_weight
-        self.gp_gradient = gan.get("gp_gradient", "auto")
-        if self.gp_gradient == "auto":
-            self.gp_gradient = "forward_over_reverse" if jax.default_backend() == "cpu" else "reverse_over_reverse"
-        if self.gp_gradient not in losses.PENALTY_GRADIENTS:
-            choices = ", ".join(("auto",) + losses.PENALTY_GRADIENTS)
-            raise ConfigError(f"Unknown gan.gp_gradient {gan.gp_gradient!r}; choose one of {choices}.")
+        self.gp_gradient = losses.resolve_penalty_gradient(gan.get("gp_gradient", "auto"), "gan.gp_gradient")
         self.gp_batch_fraction = gan.get("gp_batch_fraction", 1.0)
         if not 0.0 < self.gp_batch_fraction <= 1.0:
             raise ConfigError(f"gan.gp_batch_fraction must be in (0, 1], got {self.gp_batch_fraction}.")
