@@ -163,24 +163,31 @@ def profile_torch_ops(run, steps: int, top: int) -> str:
     return "\n".join(lines)
 
 
-class force_transposed_conv:
-    """Makes animejax's transposed convolutions run as `implementation` ("phases" or "native"; "auto" keeps the
-    backend's choice, `animejax.models.layers.transposed_conv_implementation`). Called as a statement it holds
-    for the rest of the process; used as `with force_transposed_conv(...):` the previous choice comes back after
-    the block. Steps traced meanwhile keep the implementation they were traced with."""
+class force_layer_implementation:
+    """Makes animejax's layers that choose their computation by backend run as `implementation`: `layer`
+    "transposed" (`PhaseConvTranspose`: "phases" or "native") or "strided" (`DownConv4x4`: "space_to_depth" or
+    "native"); "auto" keeps the backend's choice (`animejax.models.layers.*_conv_implementation`). Called as a
+    statement it holds for the rest of the process; used as `with force_layer_implementation(...):` the previous
+    choice comes back after the block. Steps traced meanwhile keep the implementation they were traced with."""
 
-    def __init__(self, implementation: str):
+    def __init__(self, layer: str, implementation: str):
         from animejax.models import layers
 
-        self._layers, self._previous = layers, layers.transposed_conv_implementation
+        self._layers, self._chooser = layers, f"{layer}_conv_implementation"
+        self._previous = getattr(layers, self._chooser)
         if implementation != "auto":
-            layers.transposed_conv_implementation = lambda: implementation
+            setattr(layers, self._chooser, lambda: implementation)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        self._layers.transposed_conv_implementation = self._previous
+        setattr(self._layers, self._chooser, self._previous)
+
+
+def force_transposed_conv(implementation: str) -> force_layer_implementation:
+    """`force_layer_implementation` of the transposed convolutions ("phases", "native" or "auto")."""
+    return force_layer_implementation("transposed", implementation)
 
 
 def load_averages() -> str:

@@ -294,61 +294,73 @@ def sampling_entry(family: str, dtype: str, sizes: Sizes) -> dict:
     }
 
 
-def transposed_conv_entry(dtype: str, sizes: Sizes) -> dict:
-    """The paper DCGAN generator's forward + backward with its transposed convolutions as four phase convolutions
-    (animejax's CPU choice) against XLA's native transposed convolution (its GPU/TPU choice): the measurement
-    `animejax.models.layers.transposed_conv_implementation` is to follow on this backend."""
+# What each layer choice times: the network that uses the layer, animejax's CPU choice against XLA's native op.
+LAYER_CHOICES = {
+    "transposed": ("DCGAN G fwd+bwd: phase-split vs native transposed conv", "phases"),
+    "strided": ("DCGAN D fwd+bwd: space-to-depth vs native strided conv", "space_to_depth"),
+}
+
+
+def layer_choice_entry(layer: str, dtype: str, sizes: Sizes) -> dict:
+    """The paper DCGAN's generator (`layer` "transposed": its transposed convolutions as four phase convolutions)
+    or discriminator ("strided": its 4x4 stride-2 convolutions as 2x2 ones on the space-to-depth input), forward
+    and backward, in animejax's CPU formulation against XLA's native op (the GPU/TPU choice): the measurement
+    `animejax.models.layers.<layer>_conv_implementation` is to follow on this backend."""
     import jax
     import jax.numpy as jnp
-    from common import force_transposed_conv
+    from common import force_layer_implementation
 
     from animejax.models import dcgan, layers
 
     config = load_config("dcgan", sizes, dtype)
-    model = dcgan.Generator(
-        config.data.image_size, config.model.latent_dim, config.model.g_channels, "transpose", jnp.dtype(dtype)
-    )
-    latents = jax.random.normal(jax.random.PRNGKey(0), (sizes.batch, config.model.latent_dim))
-    variables = model.init(jax.random.PRNGKey(1), latents)
+    size, compute_dtype = config.data.image_size, jnp.dtype(dtype)
+    if layer == "transposed":
+        model = dcgan.Generator(size, config.model.latent_dim, config.model.g_channels, "transpose", compute_dtype)
+        inputs = jax.random.normal(jax.random.PRNGKey(0), (sizes.batch, config.model.latent_dim))
+    else:
+        model = dcgan.Discriminator(size, config.model.d_channels, config.model.d_normalization, compute_dtype)
+        inputs = jax.random.uniform(jax.random.PRNGKey(0), (sizes.batch, size, size, 3), minval=-1, maxval=1)
+    variables = model.init(jax.random.PRNGKey(1), inputs)
+    name, cpu_choice = LAYER_CHOICES[layer]
 
     def timed(implementation: str):
-        with force_transposed_conv(implementation):
+        with force_layer_implementation(layer, implementation):
 
             @jax.jit
-            def step(params, latents):
+            def step(params, inputs):
                 def loss(params):
-                    images, _ = model.apply({**variables, "params": params}, latents, mutable=["batch_stats"])
-                    return jnp.mean(jnp.square(images.astype(jnp.float32)))
+                    outputs, _ = model.apply({**variables, "params": params}, inputs, mutable=["batch_stats"])
+                    return jnp.mean(jnp.square(outputs.astype(jnp.float32)))
 
                 return jax.grad(loss)(params)
 
-            compiled = step.lower(variables["params"], latents).compile()
+            compiled = step.lower(variables["params"], inputs).compile()
 
         def run(count: int) -> float:
             begin = time.perf_counter()
             for _ in range(count):
-                grads = compiled(variables["params"], latents)
+                grads = compiled(variables["params"], inputs)
             jax.block_until_ready(grads)
             return time.perf_counter() - begin
 
         run(sizes.warmup)
-        return compiled, run
+        return run
 
-    (_, phases), (_, native) = timed("phases"), timed("native")
-    phase_rates, native_rates = [], []
+    ours, native = timed(cpu_choice), timed("native")
+    our_rates, native_rates = [], []
     for _ in range(sizes.repeats):  # Alternating, medians reported.
-        phase_rates.append(sizes.steps * sizes.batch / phases(sizes.steps))
+        our_rates.append(sizes.steps * sizes.batch / ours(sizes.steps))
         native_rates.append(sizes.steps * sizes.batch / native(sizes.steps))
-    phase_ips, native_ips = statistics.median(phase_rates), statistics.median(native_rates)
+    our_ips, native_ips = statistics.median(our_rates), statistics.median(native_rates)
     return {
-        "entry": "DCGAN G fwd+bwd: phase-split vs native transposed conv",
+        "entry": name,
         "dtype": dtype,
-        "shape": f"{config.data.image_size} px, batch {sizes.batch}",
-        "animejax": phase_ips,
+        "shape": f"{size} px, batch {sizes.batch}",
+        "animejax": our_ips,
         "reference": native_ips,
         "unit": "img/s",
-        "ratio": phase_ips / native_ips,
-        "uses": layers.transposed_conv_implementation(),  # What animejax runs on this backend now.
+        "ratio": our_ips / native_ips,
+        "uses": getattr(layers, f"{layer}_conv_implementation")(),  # What animejax runs on this backend now.
     }
 
 
@@ -458,7 +470,8 @@ def plan(args: argparse.Namespace, sizes: Sizes) -> list[tuple[str, object]]:
         if family != "ddpm":
             entries.append((f"sample {family}", lambda f=family: sampling_entry(f, pairs[0][1], sizes)))
     if "dcgan" in families:
-        entries.append(("transposed conv", lambda d=pairs[0][1]: transposed_conv_entry(d, sizes)))
+        for layer in LAYER_CHOICES:
+            entries.append((f"{layer} conv", lambda d=pairs[0][1], k=layer: layer_choice_entry(k, d, sizes)))
     return entries
 
 

@@ -30,6 +30,8 @@ def test_dry_run_runs_every_entry(tmp_path):
     assert any(name.startswith("FID of a DCGAN end to end") for name in names)
     transposed = next(r for r in report["results"] if r["entry"].startswith("DCGAN G fwd+bwd: phase-split"))
     assert transposed["uses"] == "phases"  # The CPU's choice (animejax.models.layers.transposed_conv_implementation).
+    strided = next(r for r in report["results"] if r["entry"].startswith("DCGAN D fwd+bwd: space-to-depth"))
+    assert strided["uses"] == "space_to_depth"  # animejax.models.layers.strided_conv_implementation on the CPU.
     for result in report["results"]:
         assert math.isfinite(result["animejax"]) and result["animejax"] > 0, result
         if result.get("reference") is not None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from animejax.models.autoencoder import AutoEncoder, level_channels
-from animejax.models.layers import PhaseConvTranspose, Upsample2x, depth_to_space, nearest_upsample_2x
+from animejax.models.layers import DownConv4x4, PhaseConvTranspose, Upsample2x, depth_to_space, nearest_upsample_2x
 
 
 def test_depth_to_space_matches_pixel_shuffle_formula():
@@ -125,3 +125,66 @@ def test_upsample_transpose_keeps_the_conv_transpose_parameter_path():
     assert jax.tree_util.tree_map(jnp.shape, variables["params"]) == {
         "ConvTranspose_0": {"kernel": (4, 4, 3, 5), "bias": (5,)}
     }
+
+
+def _down_case(implementation, height, width, use_bias=True):
+    """(layer, variables, x) for a DownConv4x4 with a non-zero bias on a [2, height, width, 3] input."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, height, width, 3))
+    layer = DownConv4x4(5, use_bias=use_bias, implementation=implementation)
+    variables = jax.tree_util.tree_map(lambda v: v, layer.init(jax.random.PRNGKey(0), x))
+    if use_bias:
+        variables["params"]["bias"] = jax.random.normal(jax.random.PRNGKey(2), (5,))
+    return layer, variables, x
+
+
+@pytest.mark.parametrize("implementation", ["space_to_depth", "native", "auto"])
+@pytest.mark.parametrize("height,width,use_bias", [(8, 6, True), (7, 6, True), (8, 10, False)])
+def test_down_conv_equals_nn_conv(implementation, height, width, use_bias):
+    """Same parameters, initial values, outputs and gradients as the nn.Conv it replaces (odd sizes: native)."""
+    layer, variables, x = _down_case(implementation, height, width, use_bias)
+    reference = nn.Conv(5, (4, 4), strides=(2, 2), padding=1, use_bias=use_bias)
+    reference_init = reference.init(jax.random.PRNGKey(0), x)
+    assert jax.tree_util.tree_map(jnp.shape, reference_init) == jax.tree_util.tree_map(jnp.shape, variables)
+    np.testing.assert_array_equal(
+        layer.init(jax.random.PRNGKey(0), x)["params"]["kernel"], reference_init["params"]["kernel"]
+    )
+    y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
+    y_ref, (param_grads_ref, x_grad_ref) = _value_and_grads(reference.apply, variables, x)
+    assert y.shape == (2, height // 2, width // 2, 5)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x_grad, x_grad_ref, rtol=1e-5, atol=1e-4)
+    for name in param_grads["params"]:
+        np.testing.assert_allclose(param_grads["params"][name], param_grads_ref["params"][name], rtol=1e-5, atol=1e-4)
+
+
+def test_down_conv_equals_torch_conv2d():
+    torch = pytest.importorskip("torch")
+    layer, variables, x = _down_case("space_to_depth", 8, 6)
+    y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
+
+    conv = torch.nn.Conv2d(3, 5, 4, stride=2, padding=1).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(np.asarray(variables["params"]["kernel"], np.float64).transpose(3, 2, 0, 1)))
+        conv.bias.copy_(torch.from_numpy(np.asarray(variables["params"]["bias"], np.float64)))
+    x_torch = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    y_torch = conv(x_torch)
+    weights = torch.sin(torch.arange(y_torch.numel(), dtype=torch.float64)).reshape(2, 4, 3, 5).permute(0, 3, 1, 2)
+    (y_torch * weights).sum().backward()
+
+    np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x_grad, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
+    kernel_grad = conv.weight.grad.numpy().transpose(2, 3, 1, 0)
+    np.testing.assert_allclose(param_grads["params"]["kernel"], kernel_grad, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(param_grads["params"]["bias"], conv.bias.grad.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_down_conv_keeps_the_nn_conv_parameter_paths():
+    from animejax.models import dcgan
+
+    encoder_params = AutoEncoder(image_size=32, latent_dim=8, base_channels=4, max_channels=16).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))
+    )["params"]["encoder"]
+    assert sorted(encoder_params) == ["Conv_0", "Conv_1", "Conv_2", "Dense_0"]
+    critic = dcgan.Discriminator(image_size=32, base_channels=4, normalization="batch")
+    variables = critic.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    assert jax.tree_util.tree_map(jnp.shape, variables["params"])["Conv_1"] == {"kernel": (4, 4, 4, 8)}

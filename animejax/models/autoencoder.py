@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from animejax.models.layers import Upsample2x, leaky_relu
+from animejax.models.layers import DownConv4x4, Upsample2x, leaky_relu
 
 
 def level_channels(image_size: int, base_channels: int, max_channels: int) -> list[int]:
@@ -39,8 +39,9 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         x = images
-        for channels in level_channels(self.image_size, self.base_channels, self.max_channels):
-            x = leaky_relu(nn.Conv(channels, (4, 4), strides=(2, 2), padding=1, dtype=self.dtype)(x))
+        for level, channels in enumerate(level_channels(self.image_size, self.base_channels, self.max_channels)):
+            # nn.Conv(channels, (4, 4), strides=(2, 2), padding=1), under the name it had (checkpoints load).
+            x = leaky_relu(DownConv4x4(channels, dtype=self.dtype, name=f"Conv_{level}")(x))
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.out_features, dtype=self.dtype)(x).astype(jnp.float32)
 

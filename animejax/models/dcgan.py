@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from animejax.errors import ConfigError
-from animejax.models.layers import Upsample2x, leaky_relu
+from animejax.models.layers import DownConv4x4, Upsample2x, leaky_relu
 
 NORMALIZATIONS = ("batch", "layer", "none")
 BN_MOMENTUM = 0.9  # Flax's momentum is PyTorch's 1 - momentum.
@@ -110,7 +110,8 @@ class Discriminator(nn.Module):
             # A bias before batch norm is cancelled by its mean subtraction: none there, as PyTorch DCGAN.
             use_bias = not (normalized and self.normalization == "batch")
             features = self.base_channels * 2**level
-            x = nn.Conv(features, (4, 4), strides=(2, 2), padding=1, use_bias=use_bias, dtype=self.dtype)(x)
+            # nn.Conv(features, (4, 4), strides=(2, 2), padding=1), under the name it had (checkpoints load).
+            x = DownConv4x4(features, use_bias=use_bias, dtype=self.dtype, name=f"Conv_{level}")(x)
             if normalized:
                 x = normalization(self.normalization, train, dtype=self.dtype)(x)
             x = leaky_relu(x)

@@ -16,6 +16,7 @@ from animejax.errors import ConfigError
 
 UPSAMPLE_MODES = ("subpixel", "transpose", "nearest")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def compute_dtype(name: str) -> Any:
@@ -104,6 +105,55 @@ class PhaseConvTranspose(nn.Module):
         ]
         y = jnp.stack(phases, axis=-1).reshape(batch, height, width, self.features, 2, 2)
         return y.transpose(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, self.features) + bias
+
+
+def strided_conv_implementation() -> str:
+    """How `DownConv4x4` computes on the default backend: "space_to_depth" on the CPU, "native" elsewhere.
+
+    XLA:CPU runs some stride-2 4x4 convolutions' gradients 1.5-2.5x slower than the same sums as a stride-1 2x2
+    convolution of the space-to-depth input (BENCHMARKS.md, "Stride-2 convolutions as space-to-depth"). GPUs and
+    TPUs keep XLA's native strided convolution.
+    """
+    return "space_to_depth" if jax.default_backend() == "cpu" else "native"
+
+
+class DownConv4x4(nn.Module):
+    """`nn.Conv(features, (4, 4), strides=(2, 2), padding=1)`, the DCGAN discriminator's and the encoders'
+    down-sampling convolution, computed as a 2x2 stride-1 convolution of the padded input rearranged
+    space-to-depth (for even sizes).
+
+    Same parameters (names, shapes, initialisers) and sums: output (i, j) sees padded input rows 2i + 2s + a,
+    s, a in {0, 1}, which is row i + s, sub-row a of the space-to-depth input, so the 2x2 kernel at (s, r) holds
+    `kernel[2s + a, 2r + b]` for every (a, b). `implementation` "native" runs nn.Conv's strided convolution;
+    "auto" picks by backend (`strided_conv_implementation`).
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    implementation: str = "auto"  # auto | space_to_depth | native
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, in_channels, self.features))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        implementation = self.implementation
+        if implementation == "auto":
+            implementation = strided_conv_implementation()
+        if implementation not in ("space_to_depth", "native"):
+            raise ValueError(f"DownConv4x4: unknown implementation {implementation!r} (auto, space_to_depth, native)")
+        if implementation == "native" or x.shape[1] % 2 or x.shape[2] % 2:
+            y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
+        else:
+            stacked = space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 2)  # Channels (c, a, b).
+            # [s, a, r, b, c, o] -> [s, r, (c, a, b), o], matching the stacked channels.
+            kernel = kernel.reshape(2, 2, 2, 2, in_channels, self.features).transpose(0, 2, 4, 1, 3, 5)
+            kernel = kernel.reshape(2, 2, 4 * in_channels, self.features)
+            y = jax.lax.conv_general_dilated(stacked, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
+        return y
 
 
 class Upsample2x(nn.Module):
