@@ -144,11 +144,14 @@ RESUME_CASES = {
         "--config.model.num_groups=4",
         "--config.sample.grid_size=2",  # The last step's preview runs the sampler.
     ],
-    "stylegan2": [  # R1 and path length on steps 0 and 16, ADA moving p: its state and pl_mean must resume too.
+    # R1 and path length on steps 0, 8 and 16 (two compiled phases, not three), ADA moving p: its state and pl_mean
+    # must resume too.
+    "stylegan2": [
         "--config=configs/stylegan2.py:quick",
         "--config.train.batch_size=8",
         "--config.stylegan.ada_kimg=1",
         "--config.stylegan.r1_interval=8",
+        "--config.stylegan.pl_interval=8",
         "--config.sample.grid_size=2",
     ],
     "stylegan3": [  # StyleGAN3-R: the magnitude averages, the fading D blur (over the kill) and ADA's p resume.
