@@ -91,14 +91,14 @@ class PhaseConvTranspose(nn.Module):
         if implementation == "auto":
             implementation = transposed_conv_implementation()
         if implementation == "native":
-            y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)), dimension_numbers=_NHWC)
             return y + bias
         if implementation != "phases":
             raise ValueError(f"PhaseConvTranspose: unknown implementation {implementation!r} (auto, phases, native)")
         batch, height, width, _ = x.shape
         phases = [
             jax.lax.conv_general_dilated(
-                x, kernel[a::2, b::2], (1, 1), ((1 - a, a), (1 - b, b)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+                x, kernel[a::2, b::2], (1, 1), ((1 - a, a), (1 - b, b)), dimension_numbers=_NHWC
             )
             for a in (0, 1)
             for b in (0, 1)
