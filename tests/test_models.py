@@ -97,27 +97,38 @@ def test_phase_conv_transpose_equals_nn_conv_transpose(implementation):
         np.testing.assert_allclose(param_grads["params"][name], param_grads_ref["params"][name], rtol=1e-5, atol=1e-4)
 
 
-def test_phase_conv_transpose_equals_torch_conv_transpose2d():
+def _assert_equals_torch(layer, variables, x, conv, weight, kernel_grad_of):
+    """The layer's output and gradients (`_value_and_grads`) equal those of torch layer `conv` in float64, given
+    the flax kernel in torch's layout (`weight`) and the flax bias; `kernel_grad_of` maps torch's weight gradient
+    back to the flax kernel's layout."""
     torch = pytest.importorskip("torch")
-    layer, variables, x = _phase_case("phases")
     y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
-
-    # torch's ConvTranspose2d(4, stride=2, padding=1) flips the kernel: weight [I, O, H, W] = flax kernel flipped.
-    kernel = np.asarray(variables["params"]["kernel"], np.float64)
-    conv = torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1).double()
+    conv = conv.double()
     with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(kernel[::-1, ::-1].transpose(2, 3, 0, 1).copy()))
+        conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
         conv.bias.copy_(torch.from_numpy(np.asarray(variables["params"]["bias"], np.float64)))
     x_torch = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 3, 1, 2).copy()).requires_grad_(True)
     y_torch = conv(x_torch)
-    weights = torch.sin(torch.arange(y_torch.numel(), dtype=torch.float64)).reshape(2, 10, 12, 4).permute(0, 3, 1, 2)
+    n, c, h, w = y_torch.shape
+    weights = torch.sin(torch.arange(y_torch.numel(), dtype=torch.float64)).reshape(n, h, w, c).permute(0, 3, 1, 2)
     (y_torch * weights).sum().backward()
 
     np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(x_grad, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
-    kernel_grad = conv.weight.grad.numpy().transpose(2, 3, 0, 1)[::-1, ::-1]
+    kernel_grad = kernel_grad_of(conv.weight.grad.numpy())
     np.testing.assert_allclose(param_grads["params"]["kernel"], kernel_grad, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(param_grads["params"]["bias"], conv.bias.grad.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_phase_conv_transpose_equals_torch_conv_transpose2d():
+    torch = pytest.importorskip("torch")
+    layer, variables, x = _phase_case("phases")
+    kernel = np.asarray(variables["params"]["kernel"], np.float64)
+    # torch's ConvTranspose2d(4, stride=2, padding=1) flips the kernel: weight [I, O, H, W] = flax kernel flipped.
+    conv = torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1)
+    weight = kernel[::-1, ::-1].transpose(2, 3, 0, 1)
+    _assert_equals_torch(layer, variables, x, conv, weight, lambda grad: grad.transpose(2, 3, 0, 1)[::-1, ::-1])
+    assert layer.apply(variables, x).shape == (2, 10, 12, 4)
 
 
 def test_upsample_transpose_keeps_the_conv_transpose_parameter_path():
@@ -160,22 +171,10 @@ def test_down_conv_equals_nn_conv(implementation, height, width, use_bias):
 def test_down_conv_equals_torch_conv2d():
     torch = pytest.importorskip("torch")
     layer, variables, x = _down_case("space_to_depth", 8, 6)
-    y, (param_grads, x_grad) = _value_and_grads(layer.apply, variables, x)
-
-    conv = torch.nn.Conv2d(3, 5, 4, stride=2, padding=1).double()
-    with torch.no_grad():
-        conv.weight.copy_(torch.from_numpy(np.asarray(variables["params"]["kernel"], np.float64).transpose(3, 2, 0, 1)))
-        conv.bias.copy_(torch.from_numpy(np.asarray(variables["params"]["bias"], np.float64)))
-    x_torch = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 3, 1, 2).copy()).requires_grad_(True)
-    y_torch = conv(x_torch)
-    weights = torch.sin(torch.arange(y_torch.numel(), dtype=torch.float64)).reshape(2, 4, 3, 5).permute(0, 3, 1, 2)
-    (y_torch * weights).sum().backward()
-
-    np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(x_grad, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-4)
-    kernel_grad = conv.weight.grad.numpy().transpose(2, 3, 1, 0)
-    np.testing.assert_allclose(param_grads["params"]["kernel"], kernel_grad, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(param_grads["params"]["bias"], conv.bias.grad.numpy(), rtol=1e-5, atol=1e-4)
+    weight = np.asarray(variables["params"]["kernel"], np.float64).transpose(3, 2, 0, 1)  # [O, I, H, W].
+    conv = torch.nn.Conv2d(3, 5, 4, stride=2, padding=1)
+    _assert_equals_torch(layer, variables, x, conv, weight, lambda grad: grad.transpose(2, 3, 1, 0))
+    assert layer.apply(variables, x).shape == (2, 4, 3, 5)
 
 
 def test_down_conv_keeps_the_nn_conv_parameter_paths():
