@@ -7,6 +7,8 @@ import math
 import os
 import time
 
+from hlo_convolutions import timed_convolutions
+
 
 def pin_threads(threads: int) -> int:
     """Restricts this process to the first `threads` CPUs (before JAX/torch start); returns the count."""
@@ -60,9 +62,13 @@ def enable_op_tracing() -> None:
 
 
 def profile_ops(jax_step: "JaxStep", run, steps: int, top: int) -> str:
-    """A markdown table of the `top` XLA ops taking the most time per step while `run(steps)` runs `jax_step`'s
-    compiled step under jax.profiler (summed over threads), each with its HLO: the convolution or dot inside a
-    fusion, with shapes. Needs `enable_op_tracing()` before JAX starts."""
+    """Markdown tables of where `jax_step`'s compiled step spends its time: the `top` XLA ops taking the most time
+    per step while `run(steps)` runs under jax.profiler (summed over threads), each with its HLO (the convolution
+    or dot inside a fusion, with shapes), then the `top` convolutions timed alone.
+
+    XLA:CPU runs a convolution asynchronously on Eigen's thread pool, so the trace holds only its launch:
+    `hlo_convolutions.timed_convolutions` times each of the step's convolutions compiled alone instead. Needs
+    `enable_op_tracing()` before JAX starts."""
     import collections
     import glob
     import gzip
@@ -98,6 +104,7 @@ def profile_ops(jax_step: "JaxStep", run, steps: int, top: int) -> str:
                 return f"{shape} = {kind}: {inner.split('), ', 1)[1] if '), ' in inner else inner}"
         return text
 
+    wall_ms = run(steps) / steps * 1e3
     folder = tempfile.mkdtemp(prefix="animejax_trace_")
     try:
         meter = CpuMeter()
@@ -118,7 +125,7 @@ def profile_ops(jax_step: "JaxStep", run, steps: int, top: int) -> str:
     def kind(op: str) -> str:
         text = describe(op)
         if "= convolution" in text or " convolution(" in text:
-            return "convolutions"
+            return "convolution launches"
         if "= dot" in text or " dot(" in text:
             return "dots (matmuls)"
         if op.startswith(("transpose", "copy")):
@@ -132,14 +139,25 @@ def profile_ops(jax_step: "JaxStep", run, steps: int, top: int) -> str:
         kinds[kind(name)] += micros
     shares = ", ".join(f"{k} {v / 1e3 / steps:.0f} ms ({v / sum(total.values()):.0%})" for k, v in kinds.most_common())
     lines = [
-        f"# profile: {steps} traced steps (others {others:.2f} cores); XLA ops sum to {step_ms:.1f} ms/step "
-        "over all threads (independent ops run concurrently)",
+        f"# profile: {steps} traced steps (others {others:.2f} cores), {wall_ms:.1f} ms/step untraced; traced XLA ops "
+        f"sum to {step_ms:.1f} ms/step over all threads (independent ops run concurrently; a convolution's trace "
+        "is only its launch)",
         f"# by kind: {shares}",
         "| ms/step | XLA op | HLO |",
         "|---|---|---|",
     ]
     for name, micros in total.most_common(top):
         lines.append(f"| {micros / 1e3 / steps:.1f} | {name} | `{describe(name)[:140]}` |")
+    convolutions = timed_convolutions(hlo)
+    conv_ms = sum(count * seconds for _, count, seconds in convolutions) * 1e3
+    lines += [
+        f"# convolutions timed alone: {conv_ms:.1f} ms/step ({conv_ms / wall_ms:.0%} of the step), "
+        f"{sum(count for _, count, _ in convolutions)} convolutions of {len(convolutions)} kinds",
+        "| ms/step | count x ms | convolution |",
+        "|---|---|---|",
+    ]
+    for convolution, count, seconds in convolutions[:top]:
+        lines.append(f"| {count * seconds * 1e3:.1f} | {count} x {seconds * 1e3:.2f} | `{convolution.describe()}` |")
     return "\n".join(lines)
 
 
