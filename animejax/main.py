@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from animejax import saved_config, storage, xla_flags
+from animejax import compilation_cache, saved_config, storage, xla_flags
 
 MODES = ("train", "sample", "eval", "upscale", "compare")
 
@@ -59,6 +60,12 @@ flags.DEFINE_float(
     60,
     "Runs of several processes: a process silent this long counts as dead and the others stop (one that exits "
     "or is killed is noticed at once).",
+)
+flags.DEFINE_string(
+    "compilation_cache",
+    os.environ.get(compilation_cache.ENVIRONMENT_VARIABLE, ""),
+    "Folder of XLA's persistent compilation cache: a resumed run and later processes load the programs an earlier "
+    f"one compiled. Empty: {compilation_cache.default_dir()}; none: compile every program anew.",
 )
 
 
@@ -125,6 +132,12 @@ def main(argv):
     import jax
 
     from animejax import multihost
+    from animejax.errors import UserError
+
+    try:
+        compilation_cache.enable(FLAGS.compilation_cache)
+    except UserError as error:
+        sys.exit(f"animejax: error: {error}")
 
     explicit = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.distributed or any(value is not None for value in explicit):

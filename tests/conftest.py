@@ -1,10 +1,16 @@
 """Test setup: 8 simulated CPU devices, shared data location, config helpers."""
 
 import os
+import shutil
+import tempfile
 
 # Must precede the first `import jax` anywhere in the test session.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The command line's compilation cache (animejax/compilation_cache.py) for this session only, never the user's
+# ~/.cache: the processes of a kill-and-resume test compile their program once, as a user's resumed run does.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="animejax_xla_cache_")
+os.environ["ANIMEJAX_COMPILATION_CACHE"] = COMPILATION_CACHE
 
 import pytest  # noqa: E402
 
@@ -32,3 +38,7 @@ def subprocess_env() -> dict:
     env["XLA_FLAGS"] = env["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)

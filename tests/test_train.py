@@ -204,6 +204,8 @@ def test_exact_resume_after_sigkill(name, tmp_path, cache_dir):
     resumed = run_cli([*args, f"--workdir={killed}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "from step 10 (resumed)" in resumed.stderr
+    # Its train step came from the compilation cache the first two processes filled (tests/conftest.py).
+    assert "Loaded a compiled program from the compilation cache" in resumed.stderr
     assert_same_checkpoint(straight, killed, 20)
 
 
