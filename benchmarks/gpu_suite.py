@@ -97,6 +97,8 @@ def load_config(family: str, sizes: Sizes, dtype: str):
             config.model.channel_base, config.model.channel_max = 256, 16
             if family == "stylegan3":
                 config.model.num_layers = 4
+            else:  # Equal lazy intervals: two phases to compile (plain, both regularisers), not four.
+                config.stylegan.r1_interval = config.stylegan.pl_interval = 4
     return config
 
 
