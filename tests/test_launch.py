@@ -1,5 +1,6 @@
-"""The launch scripts: valid bash, clean under shellcheck, their dry runs print the cluster commands, and the
-SLURM script requeues exactly when animejax exits 75 (stopped by a signal after a checkpoint)."""
+"""The launch scripts (and the GPU machine's, benchmarks/*.sh): valid bash, clean under shellcheck, their dry runs
+print the cluster commands, and the SLURM script requeues exactly when animejax exits 75 (stopped by a signal after
+a checkpoint)."""
 
 import glob
 import os
@@ -17,6 +18,7 @@ TPU = os.path.join(REPO, "launch", "tpu", "train.sh")
 SCRIPTS = sorted(
     glob.glob(os.path.join(REPO, "launch", "**", "*.sh"), recursive=True)
     + glob.glob(os.path.join(REPO, "launch", "**", "*.sbatch"), recursive=True)
+    + glob.glob(os.path.join(REPO, "benchmarks", "*.sh"))
 )
 TRAIN_COMMAND = ["python", "-m", "animejax.main", "--distributed", "--config=vae", "--workdir=runs/vae"]
 
