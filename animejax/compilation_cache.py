@@ -52,12 +52,14 @@ def enable(setting: str) -> str | None:
     """Turns the cache on in the folder `resolve(setting)` names and logs each program loaded from it.
 
     Returns:
-        The folder, or None when the setting is "none" (JAX's configuration is left as it was).
+        The folder, or None when the setting is "none": then JAX's cache is off, even where the environment's
+        JAX_COMPILATION_CACHE_DIR names a folder.
     """
     import jax
 
     folder = resolve(setting)
     if folder is None:
+        jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)

@@ -27,9 +27,10 @@ jax.jit(lambda x: jnp.sin(x) @ x).lower(jnp.ones((8, 8))).compile()
 """
 
 
-def _compile_in_a_new_process(setting: str) -> subprocess.CompletedProcess:
+def _compile_in_a_new_process(setting: str, **env) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", _COMPILE_ONE_PROGRAM, setting]
-    return subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    env = {**subprocess_env(), **env}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_resolve_names_the_folder(monkeypatch, tmp_path):
@@ -56,6 +57,10 @@ def test_a_second_process_loads_the_program_the_first_compiled(tmp_path):
     assert f"Loaded a compiled program from the compilation cache in {folder}" in second.stderr
     assert sorted(os.listdir(folder)) == entries  # Loaded, not compiled and stored again.
 
-    off = _compile_in_a_new_process("none")
+    # none is off even where JAX's own environment variable names the filled folder, or an empty one.
+    off = _compile_in_a_new_process("none", JAX_COMPILATION_CACHE_DIR=str(folder))
     assert off.returncode == 0 and "folder: None" in off.stdout
     assert "from the compilation cache" not in off.stderr
+    unused = tmp_path / "unused"
+    assert _compile_in_a_new_process("none", JAX_COMPILATION_CACHE_DIR=str(unused)).returncode == 0
+    assert not unused.exists() or not os.listdir(unused)
