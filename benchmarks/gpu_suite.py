@@ -11,7 +11,9 @@ time, against the GPU's dense peak (bf16 tensor cores for bfloat16, TF32 for flo
 The whole suite stops starting entries after `--budget_s` (default 270 s, so a run fits in 5 minutes with
 the last entry and the start-up); entries left out are listed as skipped. The order puts the figures with
 targets first. `--dry_run` runs the same code paths on a CPU with tiny models, every family once in float32
-and DCGAN in bfloat16 as well (XLA:CPU compiles bf16 graphs slowly), and the test suite runs it.
+and DCGAN in bfloat16 as well (XLA:CPU compiles bf16 graphs slowly), and the test suite runs it. A dry run
+is mostly compiling, so it runs its entries in two processes side by side where there are two cores
+(`--workers`); a GPU run keeps one, as its timings need the machine alone.
 
 On the GPU machine (Python 3.12, jax with CUDA, flax, optax, orbax, chex, torch; no network) the missing
 pure-Python packages travel as wheels next to the code; see BENCHMARKS.md, "GPU suite", for the download
@@ -56,7 +58,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--fid_images", type=int, default=50_000, help="Generated images of the end-to-end FID.")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes running entries side by side: dry runs only (timings on a GPU need it alone); "
+        "default one per core, at most 2.",
+    )
+    args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = min(2, os.cpu_count() or 1) if args.dry_run else 1
+    if args.workers < 1 or (args.workers > 1 and not args.dry_run):
+        parser.error(f"--workers={args.workers}: give 1, or more with --dry_run only (timed entries run alone)")
+    return args
 
 
 class Sizes:
@@ -531,6 +545,58 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _setup(dry_run: bool) -> None:
+    """XLA flags and torch's device, before this process's first JAX or torch computation."""
+    from animejax import xla_flags
+
+    if dry_run:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DRY_RUN_XLA_FLAGS}".strip()
+    xla_flags.set_defaults()
+    import torch
+
+    torch.set_default_device(torch_device())  # The reference runners make their noise with plain torch.randn.
+
+
+def _run_entry(name: str, thunk) -> dict:
+    """One entry's result, its wall time added; an entry that raises gives its error instead of figures."""
+    entry_start = time.monotonic()
+    try:
+        result = thunk()
+    except Exception as error:  # One broken entry must not cost the others' figures.
+        traceback.print_exc()
+        result = {"entry": name, "error": f"{type(error).__name__}: {error}"[:300]}
+    result["wall_s"] = time.monotonic() - entry_start
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _worker_entry(argv: list[str], name: str, deadline: float) -> dict | None:
+    """Runs the entry called `name` of the plan in a worker process (thunks are closures: they do not pickle).
+
+    None if the budget's `deadline` (time.monotonic(), the same clock in every process) has passed.
+    """
+    if time.monotonic() > deadline:
+        return None
+    args = parse_args(argv)
+    thunk = dict(plan(args, Sizes(args.dry_run, args.fid_images)))[name]
+    return _run_entry(name, thunk)
+
+
+def _run_side_by_side(argv: list[str], names: list[str], workers: int, deadline: float) -> list[dict | None]:
+    """The entries in `workers` processes, each taking the next one as it finishes; results in plan order.
+
+    A dry run is mostly XLA compiling, which uses one core: two processes on two cores halve its wall time.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    args = parse_args(argv)
+    context = multiprocessing.get_context("spawn")  # A fresh interpreter: no JAX or torch threads forked.
+    with concurrent.futures.ProcessPoolExecutor(workers, context, initializer=_setup, initargs=(args.dry_run,)) as pool:
+        futures = [pool.submit(_worker_entry, argv, name, deadline) for name in names]
+        return [future.result() for future in futures]
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -538,28 +604,21 @@ def main(argv=None) -> dict:
         args.budget_s = 1e9 if args.dry_run else 270.0
     started = time.monotonic()
     sizes = Sizes(args.dry_run, args.fid_images)
-    from animejax import xla_flags
-
-    if args.dry_run:
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DRY_RUN_XLA_FLAGS}".strip()
-    xla_flags.set_defaults()
-    import torch
-
-    torch.set_default_device(torch_device())  # The reference runners make their noise with plain torch.randn.
-    results, skipped = [], []
-    for name, thunk in plan(args, sizes):
-        if time.monotonic() - started > args.budget_s:
-            skipped.append(name)
-            continue
-        entry_start = time.monotonic()
-        try:
-            result = thunk()
-        except Exception as error:  # One broken entry must not cost the others' figures.
-            traceback.print_exc()
-            result = {"entry": name, "error": f"{type(error).__name__}: {error}"[:300]}
-        result["wall_s"] = time.monotonic() - entry_start
-        results.append(result)
-        print(json.dumps(result), flush=True)
+    entries = plan(args, sizes)
+    if args.workers > 1:
+        names = [name for name, _ in entries]
+        outcomes = _run_side_by_side(argv, names, args.workers, started + args.budget_s)
+        results = [result for result in outcomes if result is not None]
+        skipped = [name for name, result in zip(names, outcomes) if result is None]
+        _setup(args.dry_run)  # For machine_line's JAX and torch.
+    else:
+        _setup(args.dry_run)
+        results, skipped = [], []
+        for name, thunk in entries:
+            if time.monotonic() - started > args.budget_s:
+                skipped.append(name)
+                continue
+            results.append(_run_entry(name, thunk))
     report = {
         "date": datetime.date.today().isoformat(),
         "command": "python benchmarks/gpu_suite.py " + " ".join(argv),

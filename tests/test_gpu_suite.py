@@ -42,3 +42,39 @@ def test_dry_run_runs_every_entry(tmp_path):
     assert features["max_rel_diff"] < 1e-4  # Same weights as pytorch-fid: the same features.
     table = (out / "gpu_suite.md").read_text()
     assert "Dry run" in table and table.count("\n| ") == len(report["results"]) + 1  # Header + one row each.
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_budget_skips_entries_it_cannot_start(tmp_path, workers):
+    """Past --budget_s no entry starts, in the GPU's one process and in a dry run's side-by-side workers."""
+    pytest.importorskip("torch")
+    out = tmp_path / "suite"
+    command = [
+        sys.executable,
+        os.path.join(REPO, "benchmarks", "gpu_suite.py"),
+        "--dry_run",
+        "--families=vae,dcgan",
+        "--budget_s=0",
+        f"--workers={workers}",
+        f"--out={out}",
+    ]
+    completed = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((out / "gpu_suite.json").read_text())
+    assert report["results"] == []
+    assert report["skipped"][:2] == ["train vae float32", "fid features"]
+    assert "train dcgan bfloat16" in report["skipped"] and "sample dcgan" in report["skipped"]
+    assert "Skipped (budget of 0 s reached)" in (out / "gpu_suite.md").read_text()
+
+
+def test_workers_only_for_dry_runs():
+    """Timed entries on a GPU must run alone: --workers above 1 without --dry_run is refused."""
+    completed = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "gpu_suite.py"), "--workers=2"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "--workers=2: give 1, or more with --dry_run only" in completed.stderr
