@@ -48,9 +48,6 @@ def load_config(spec: str, overrides: Overrides = None) -> ml_collections.Config
     except ValueError as error:
         raise ConfigError(str(error)) from None
     path, _, argument = resolved.partition(":")
-    if not os.path.isfile(path):
-        known = ", ".join(configs.available())
-        raise ConfigError(f"No config file {path!r}: pass a config file path, or one of {known}.")
     module_spec = importlib.util.spec_from_file_location("_animejax_api_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

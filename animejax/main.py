@@ -126,6 +126,10 @@ def main(argv):
             raise app.UsageError("--mode=compare needs --runs (paths or globs) and --out (the report's folder).")
     elif not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
+    for flag in ("workdir", "out"):
+        folder = FLAGS[flag].value
+        if folder and not storage.is_url(folder) and os.path.exists(folder) and not os.path.isdir(folder):
+            sys.exit(f"animejax: error: --{flag}={folder!r} is a file; give a folder (it is made if missing).")
     config = _load_config(FLAGS.workdir)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     xla_flags.set_defaults()
@@ -216,8 +220,24 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as error:
         message = _unknown_field_message(argv) or f"bad --config override: {error}"
         sys.exit(f"animejax: error: {message}")
-    except flags.IllegalFlagValueError as error:  # E.g. --config.train.batch_size=abc.
-        sys.exit(f"animejax: error: {str(error).removeprefix('flag ')}")
+    except flags.IllegalFlagValueError as error:  # E.g. --config.train.batch_size=abc, or an unknown variant.
+        sys.exit(f"animejax: error: {_config_file_error(error) or str(error).removeprefix('flag ')}")
+
+
+def _config_file_error(error: BaseException) -> str | None:
+    """The message of the ConfigError a config file's get_config raised (an unknown variant), if that is the cause.
+
+    ml_collections re-raises it with the traceback in its text; the original is the innermost ConfigError. Any other
+    error of a config file (a bug in a user's own) keeps its traceback.
+    """
+    from animejax.errors import ConfigError
+
+    found = None
+    while error is not None:
+        if isinstance(error, ConfigError):
+            found = error
+        error = error.__context__
+    return None if found is None else str(found)
 
 
 HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")

@@ -382,6 +382,30 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert result.stderr.count("No checkpoint under") == 1  # A user error is printed once.
 
 
+def test_bad_command_lines_are_one_clear_line(tmp_path):
+    """An unknown variant, a missing config file and a --workdir that is a file: one line each, exit 1."""
+    (tmp_path / "a_file").write_text("not a folder")
+    cases = [
+        (["--config=configs/vae.py:slow"], "animejax: error: Unknown variant 'slow' for configs/vae.py; choose one of"),
+        (["--config=configs/vea.py"], "animejax: error: No config file 'configs/vea.py': pass a config file path"),
+        (["--config=vae:quick", f"--workdir={tmp_path / 'a_file'}"], "a_file' is a file; give a folder"),
+    ]
+    for args, message in cases:
+        args = args if any(a.startswith("--workdir") for a in args) else [*args, f"--workdir={tmp_path / 'run'}"]
+        result = run_cli(args)
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and result.stderr.count(message) == 1
+    assert not (tmp_path / "run").exists() and (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_a_bug_in_a_users_config_file_keeps_its_traceback(tmp_path):
+    """Only the config's own ConfigError is shortened: a user's broken config file shows where it broke."""
+    config_file = tmp_path / "mine.py"
+    config_file.write_text("def get_config():\n    raise RuntimeError('typo in my config')\n")
+    result = run_cli([f"--config={config_file}", f"--workdir={tmp_path / 'run'}"])
+    assert result.returncode == 1 and "Traceback" in result.stderr and "typo in my config" in result.stderr
+
+
 BAD_VALUES = [
     ("vae", "--config.train.batch_size=abc", "--config.train.batch_size=abc: invalid literal for int()"),
     ("vae", "--config.train.batch_size=0", "train.batch_size=0: must be at least 1"),

@@ -30,7 +30,9 @@ def resolve(spec: str) -> str:
       ValueError: for a name that is neither a packaged config nor an existing file.
     """
     name, colon, variant = spec.partition(":")
-    if os.sep in name or "/" in name or name.endswith(".py") or os.path.exists(name):
+    if os.sep in name or "/" in name or name.endswith(".py") or os.path.isfile(name):
+        if not os.path.isfile(name):
+            raise ValueError(f"No config file {name!r}: pass a config file path, or one of {', '.join(available())}.")
         return spec
     path = os.path.join(FOLDER, f"{name}.py")
     if not os.path.exists(path):
