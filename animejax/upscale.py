@@ -36,6 +36,11 @@ class UpscaleError(UserError, ValueError):
 
 def upscale(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
     """Writes the super-resolved images and their comparison strips; returns input name -> output path."""
+    not_srgan = UpscaleError(
+        f"--mode=upscale needs a trained SRGAN run in --workdir; {workdir} holds a {config.method} run."
+    )
+    if "upscale" not in config:  # Only SRGAN's configs have the upscale fields.
+        raise not_srgan
     options = config.upscale
     if bool(options.input) == bool(options.from_run):
         raise UpscaleError(
@@ -44,9 +49,7 @@ def upscale(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
         )
     method, state = restore_trained(config, workdir)
     if not method.conditional:
-        raise UpscaleError(
-            f"--mode=upscale needs a trained SRGAN run in --workdir; {workdir} holds a {config.method} run."
-        )
+        raise not_srgan
     output_dir = str(storage.as_path(options.output_dir or storage.join(workdir, "upscaled"), "upscale.output_dir"))
     if options.from_run:
         inputs = _samples_of(options.from_run, options.num_images, config.seed)

@@ -88,6 +88,20 @@ def _choice_problems(config: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
+def _metric_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Unknown names in eval.metrics, found before training (not at its first evaluation, or at --mode=eval)."""
+    from animejax.metrics import registry
+
+    metrics = _get(config, "eval.metrics")
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
+    unknown = [name for name in names if name not in registry.REGISTRY]
+    if unknown:
+        return [
+            f"eval.metrics={','.join(names)}: unknown {', '.join(unknown)}; choose from {', '.join(registry.METRICS)}"
+        ]
+    return []
+
+
 def _device_problems(config: ml_collections.ConfigDict) -> list[str]:
     requested, available = _get(config, "mesh.num_devices"), jax.device_count()
     if _is_int(requested) and requested > available:
@@ -96,8 +110,8 @@ def _device_problems(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises one ConfigError listing every type, range and device problem of `config`."""
-    problems = _range_problems(config) + _choice_problems(config) + _device_problems(config)
+    """Raises one ConfigError listing every type, range, metric name and device problem of `config`."""
+    problems = _range_problems(config) + _choice_problems(config) + _metric_problems(config) + _device_problems(config)
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 

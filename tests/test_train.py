@@ -383,12 +383,13 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_bad_command_lines_are_one_clear_line(tmp_path):
-    """An unknown variant, a missing config file and a --workdir that is a file: one line each, exit 1."""
+    """An unknown variant, a missing config file, a --workdir that is a file, upscaling with a VAE: one line each."""
     (tmp_path / "a_file").write_text("not a folder")
     cases = [
         (["--config=configs/vae.py:slow"], "animejax: error: Unknown variant 'slow' for configs/vae.py; choose one of"),
         (["--config=configs/vea.py"], "animejax: error: No config file 'configs/vea.py': pass a config file path"),
         (["--config=vae:quick", f"--workdir={tmp_path / 'a_file'}"], "a_file' is a file; give a folder"),
+        (["--config=vae:quick", "--mode=upscale"], "--mode=upscale needs a trained SRGAN run in --workdir;"),
     ]
     for args, message in cases:
         args = args if any(a.startswith("--workdir") for a in args) else [*args, f"--workdir={tmp_path / 'run'}"]
@@ -415,6 +416,7 @@ BAD_VALUES = [
     ("vae", "--config.ema.decay=1.5", "ema.decay=1.5: must be a number in [0.0, 1.0)"),
     ("vae", "--config.train.time_budget_s=-60", "train.time_budget_s=-60.0: must be a number in [0.0, inf)"),
     ("dcgan", "--config.data.image_size=48", "data.image_size=48 with model"),
+    ("vae", "--config.eval.metrics=swd,fd", "eval.metrics=swd,fd: unknown fd; choose from fid, fid_i2v, kid"),
 ]
 
 
