@@ -31,6 +31,15 @@ _AT_LEAST = (
     ("eval.every_steps", 0),
     ("sample.num_individual", 0),
     ("eval.detector_min_image_size", 0),
+    ("eval.num_images", 1),
+    ("eval.train_num_images", 1),
+    ("eval.swd_num_images", 1),
+    ("eval.detection_num_images", 1),
+    ("eval.kid_num_images", 2),  # KID's unbiased MMD divides by m(m - 1).
+    ("eval.kid_subsets", 1),
+    ("eval.kid_subset_size", 2),
+    ("eval.reference_images", 0),
+    ("eval.loss_num_images", 0),
 )
 # (field, low, high) of numbers in the half-open range [low, high).
 _IN_RANGE = (
@@ -88,6 +97,17 @@ def _choice_problems(config: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
+def _data_problems(config: ml_collections.ConfigDict) -> list[str]:
+    source, path = _get(config, "data.source"), _get(config, "data.path")
+    if source == "folder" and not path:
+        return ["data.source=folder needs data.path: a folder of images (searched recursively)"]
+    if source == "tfds" and not path:
+        return [
+            "data.source=tfds needs data.path: a TFDS dataset name (e.g. anime_faces) or its prepared version folder"
+        ]
+    return []
+
+
 def _metric_problems(config: ml_collections.ConfigDict) -> list[str]:
     """Unknown names in eval.metrics, found before training (not at its first evaluation, or at --mode=eval)."""
     from animejax.metrics import registry
@@ -110,8 +130,9 @@ def _device_problems(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises one ConfigError listing every type, range, metric name and device problem of `config`."""
-    problems = _range_problems(config) + _choice_problems(config) + _metric_problems(config) + _device_problems(config)
+    """Raises one ConfigError listing every type, range, data source, metric name and device problem of `config`."""
+    problems = _range_problems(config) + _choice_problems(config) + _data_problems(config) + _metric_problems(config)
+    problems += _device_problems(config)
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
