@@ -44,7 +44,10 @@ def test_faces_then_a_real_run_leave_metrics_and_grids(faces_folder, tmp_path, c
     with open(CASCADE, "rb") as detector:
         assert (faces / "lbpcascade_animeface.xml").read_bytes() == detector.read()
 
-    env.update(OUT=str(out), WORKDIR=str(workdir), PYTHON=sys.executable, EVAL_IMAGES="16")
+    # WHEELS: the GPU machine's Python 3.12 wheels that a developer's .whl/ may hold are not for this interpreter.
+    env.update(
+        OUT=str(out), WORKDIR=str(workdir), PYTHON=sys.executable, EVAL_IMAGES="16", WHEELS=str(tmp_path / "none")
+    )
     flags = ["--config.train.batch_size=8", "--config.sample.grid_size=2", f"--config.data.cache_dir={cache_dir}"]
     run = _bash("gpu_real_run.sh", "vae:quick", "2", *flags, env=env)
     assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
