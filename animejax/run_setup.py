@@ -36,8 +36,8 @@ class RunSetup:
 def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     """Validates the config, builds the mesh and method, loads data, and creates or restores the train state.
 
-    Nothing is written (no cache, no workdir) before the config, the devices and the network sizes check out,
-    nor before a bucket workdir's bucket is found.
+    Nothing is written (no cache, no workdir) before the config, the devices, the network sizes and a new run's
+    train.init_from check out, nor before a bucket workdir's bucket is found.
     """
     validation.validate(config)
     storage.check_reachable(workdir, "--workdir")
@@ -51,14 +51,18 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
     images, holdout = split_holdout(images, config.data.get("holdout_images", 0), jax.process_count())
     pipeline.check_enough_images(images, local_batch, _data_description(config.data))
+    init_from, source = config.train.get("init_from"), None
+    if init_from and not storage.as_path(storage.join(workdir, "checkpoints")).exists():
+        source = transfer.checked_source(init_from, abstract_state)  # A new run: checked before the workdir exists.
     checkpointer = checkpoint.Checkpointer(workdir, config)
     state = checkpointer.restore_latest(abstract_state)
     restored = state is not None
     if not restored:
         init = jax.jit(method.init_state, out_shardings=shardings.replicated)
         state = init(root_key, example)
-        if config.train.get("init_from"):
-            state = transfer.initialise_from(config.train.init_from, state, abstract_state, method.transfer_exclude)
+        if init_from:
+            source = source or transfer.checked_source(init_from, abstract_state)
+            state = transfer.initialise_from(source, state, abstract_state, method.transfer_exclude)
     return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored, holdout)
 
 

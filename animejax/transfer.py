@@ -50,8 +50,17 @@ def transferred_fields(state: Any, exclude: tuple[str, ...]) -> list[str]:
     return [n for n in names if n not in FRESH_FIELDS and not n.endswith("opt_state") and n not in exclude]
 
 
-def initialise_from(source: str, fresh_state: Any, abstract_state: Any, exclude: tuple[str, ...] = ()) -> Any:
-    """`fresh_state` with the networks of the checkpoint at `source` (see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A checkpoint `train.init_from` names, checked to fit this config's networks (from `checked_source`)."""
+
+    name: str  # train.init_from as given.
+    manager: ocp.CheckpointManager
+    step: int
+
+
+def checked_source(source: str, abstract_state: Any) -> Source:
+    """The checkpoint at `source`, read as far as its metadata (no arrays), whose tensors fit `abstract_state`.
 
     Raises:
       InitFromError: no checkpoint at `source`.
@@ -59,17 +68,25 @@ def initialise_from(source: str, fresh_state: Any, abstract_state: Any, exclude:
         resolution, width or family), naming the first ones.
     """
     manager, step = _manager_and_step(source)
-    fields = transferred_fields(fresh_state, exclude)
-    saved_tree = manager.item_metadata(step)["state"]
-    problems = checkpoint._shape_mismatches(saved_tree, abstract_state)
+    problems = checkpoint._shape_mismatches(manager.item_metadata(step)["state"], abstract_state)
     if problems:
         raise checkpoint.CheckpointMismatchError(
             f"train.init_from={source!r} (step {step}) does not fit this config: the networks must have the "
             f"same shapes. Tensors that differ (first 5): {'; '.join(problems[:5])}."
         )
+    return Source(source, manager, step)
+
+
+def initialise_from(source: Source, fresh_state: Any, abstract_state: Any, exclude: tuple[str, ...] = ()) -> Any:
+    """`fresh_state` with the networks of the checked checkpoint `source` (see the module docstring)."""
+    manager, step = source.manager, source.step
+    fields = transferred_fields(fresh_state, exclude)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
     manager.close()
     logging.info(
-        "Initialised from %s (step %d): %s taken; optimizer state, step and key fresh", source, step, ", ".join(fields)
+        "Initialised from %s (step %d): %s taken; optimizer state, step and key fresh",
+        source.name,
+        step,
+        ", ".join(fields),
     )
     return fresh_state.replace(**{name: getattr(restored, name) for name in fields})

@@ -58,3 +58,4 @@ def test_init_from_errors_name_the_problem(tmp_path, cache_dir):
     config.train.init_from = str(tmp_path / "nothing_here")
     with pytest.raises(transfer.InitFromError, match="neither a run's workdir"):
         run_setup.setup_run(config, str(tmp_path / "other2"))
+    assert not (tmp_path / "other").exists() and not (tmp_path / "other2").exists()  # Refused before writing.
