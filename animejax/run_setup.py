@@ -51,9 +51,10 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     images, source = pipeline.load_images(config.data, jax.process_index(), jax.process_count())
     images, holdout = split_holdout(images, config.data.get("holdout_images", 0), jax.process_count())
     pipeline.check_enough_images(images, local_batch, _data_description(config.data))
-    init_from, source = config.train.get("init_from"), None
+    init_from, init_source = config.train.get("init_from"), None
     if init_from and not storage.as_path(storage.join(workdir, "checkpoints")).exists():
-        source = transfer.checked_source(init_from, abstract_state)  # A new run: checked before the workdir exists.
+        # A new run: its source is checked before the workdir exists.
+        init_source = transfer.checked_source(init_from, abstract_state)
     checkpointer = checkpoint.Checkpointer(workdir, config)
     state = checkpointer.restore_latest(abstract_state)
     restored = state is not None
@@ -61,8 +62,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
         init = jax.jit(method.init_state, out_shardings=shardings.replicated)
         state = init(root_key, example)
         if init_from:
-            source = source or transfer.checked_source(init_from, abstract_state)
-            state = transfer.initialise_from(source, state, abstract_state, method.transfer_exclude)
+            init_source = init_source or transfer.checked_source(init_from, abstract_state)
+            state = transfer.initialise_from(init_source, state, abstract_state, method.transfer_exclude)
     return RunSetup(config, shardings, images, source, local_batch, method, checkpointer, state, restored, holdout)
 
 
