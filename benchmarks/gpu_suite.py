@@ -582,17 +582,21 @@ def _worker_entry(argv: list[str], name: str, deadline: float) -> dict | None:
     return _run_entry(name, thunk)
 
 
-def _run_side_by_side(argv: list[str], names: list[str], workers: int, deadline: float) -> list[dict | None]:
-    """The entries in `workers` processes, each taking the next one as it finishes; results in plan order.
+def _run_side_by_side(
+    args: argparse.Namespace, argv: list[str], names: list[str], deadline: float
+) -> list[dict | None]:
+    """The entries in `args.workers` processes, each taking the next one as it finishes; results in plan order.
 
-    A dry run is mostly XLA compiling, which uses one core: two processes on two cores halve its wall time.
+    A dry run is mostly XLA compiling, which keeps one process at about 1.35 of 2 cores: two processes cut its
+    wall time by about 30% (BENCHMARKS.md, "GPU suite").
     """
     import concurrent.futures
     import multiprocessing
 
-    args = parse_args(argv)
     context = multiprocessing.get_context("spawn")  # A fresh interpreter: no JAX or torch threads forked.
-    with concurrent.futures.ProcessPoolExecutor(workers, context, initializer=_setup, initargs=(args.dry_run,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        args.workers, context, initializer=_setup, initargs=(args.dry_run,)
+    ) as pool:
         futures = [pool.submit(_worker_entry, argv, name, deadline) for name in names]
         return [future.result() for future in futures]
 
@@ -607,7 +611,7 @@ def main(argv=None) -> dict:
     entries = plan(args, sizes)
     if args.workers > 1:
         names = [name for name, _ in entries]
-        outcomes = _run_side_by_side(argv, names, args.workers, started + args.budget_s)
+        outcomes = _run_side_by_side(args, argv, names, started + args.budget_s)
         results = [result for result in outcomes if result is not None]
         skipped = [name for name, result in zip(names, outcomes) if result is None]
         _setup(args.dry_run)  # For machine_line's JAX and torch.
