@@ -126,10 +126,6 @@ def main(argv):
             raise app.UsageError("--mode=compare needs --runs (paths or globs) and --out (the report's folder).")
     elif not FLAGS.workdir:
         raise app.UsageError("--workdir is required.")
-    for flag in ("workdir", "out"):
-        folder = FLAGS[flag].value
-        if folder and not storage.is_url(folder) and os.path.exists(folder) and not os.path.isdir(folder):
-            sys.exit(f"animejax: error: --{flag}={folder!r} is a file; give a folder (it is made if missing).")
     config = _load_config(FLAGS.workdir)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     xla_flags.set_defaults()

@@ -40,7 +40,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str) -> RunSetup:
     train.init_from check out, nor before a bucket workdir's bucket is found.
     """
     validation.validate(config)
-    storage.check_reachable(workdir, "--workdir")
+    storage.check_folder(workdir, "--workdir")
     shardings = sharding.make_mesh(config.mesh.num_devices)
     local_batch = sharding.local_batch_size(config.train.batch_size, shardings)
     method = methods.get_method(config)
@@ -125,7 +125,7 @@ def no_checkpoint_error(workdir: str) -> NoCheckpointError:
 def check_has_checkpoints(workdir: str) -> None:
     """Raises `no_checkpoint_error` when `workdir` has no checkpoint folder; checked before anything is built,
     since a Checkpointer would create the folder."""
-    if not (storage.check_reachable(workdir, "--workdir") / "checkpoints").is_dir():
+    if not (storage.check_folder(workdir, "--workdir") / "checkpoints").is_dir():
         raise no_checkpoint_error(workdir)
 
 

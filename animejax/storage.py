@@ -83,6 +83,18 @@ def check_reachable(path: str | os.PathLike, what: str) -> epath.Path:
     return result
 
 
+def check_folder(path: str | os.PathLike, what: str) -> epath.Path:
+    """`check_reachable(path)` for a folder the run writes into (a workdir, a report's folder).
+
+    Raises:
+      StorageError: as check_reachable, or a local path that is a file.
+    """
+    result = check_reachable(path, what)
+    if not is_url(result) and result.exists() and not result.is_dir():
+        raise StorageError(f"{what}={os.fspath(path)!r} is a file; give a folder (it is made if missing).")
+    return result
+
+
 def join(path: str | os.PathLike, *parts: str) -> str:
     """`path/part/...` as a string, for URLs as well as local paths."""
     return posixpath.join(os.fspath(path), *parts) if is_url(path) else os.path.join(os.fspath(path), *parts)

@@ -114,11 +114,10 @@ def _metric_problems(config: ml_collections.ConfigDict) -> list[str]:
 
     metrics = _get(config, "eval.metrics")
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
-    unknown = [name for name in names if name not in registry.REGISTRY]
-    if unknown:
-        return [
-            f"eval.metrics={','.join(names)}: unknown {', '.join(unknown)}; choose from {', '.join(registry.METRICS)}"
-        ]
+    try:
+        registry.lookup(names)
+    except ConfigError as error:
+        return [f"eval.metrics={','.join(names)}: {error}"]
     return []
 
 

@@ -416,7 +416,7 @@ BAD_VALUES = [
     ("vae", "--config.ema.decay=1.5", "ema.decay=1.5: must be a number in [0.0, 1.0)"),
     ("vae", "--config.train.time_budget_s=-60", "train.time_budget_s=-60.0: must be a number in [0.0, inf)"),
     ("dcgan", "--config.data.image_size=48", "data.image_size=48 with model"),
-    ("vae", "--config.eval.metrics=swd,fd", "eval.metrics=swd,fd: unknown fd; choose from fid, fid_i2v, kid"),
+    ("vae", "--config.eval.metrics=swd,fd", "eval.metrics=swd,fd: Unknown metric(s) ['fd']; choose from fid, fid_i2v"),
     ("vae", "--config.eval.swd_num_images=0", "eval.swd_num_images=0: must be at least 1"),
     ("vae", "--config.eval.kid_subset_size=1", "eval.kid_subset_size=1: must be at least 2"),
     ("vae", "--config.data.source=tfds", "data.source=tfds needs data.path: a TFDS dataset name"),

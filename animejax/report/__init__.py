@@ -26,7 +26,7 @@ def run(settings: ml_collections.ConfigDict, patterns: str, out: str, which: str
 
     if "compare" not in settings:
         raise UserError("--mode=compare takes its own settings: leave --config out (overrides still apply).")
-    storage.check_reachable(out, "--out")  # Before hours of evaluation, not after.
+    storage.check_folder(out, "--out")  # Before hours of evaluation, not after.
     comparison = compare.compare(settings, patterns, which)
     if jax.process_index() != 0:
         return {}
